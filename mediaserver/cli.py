@@ -1,0 +1,141 @@
+"""`mediaserver` command line: serve, demo, and the camera registry.
+
+This is the composition root: it may start the front (signaling/) as well as the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mediaserver.registry import Registry, RegistryError, import_csv, make_camera
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from signaling.server import ServerSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediaserver", description="Goldentime media server")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="ingest every registered camera and serve WHEP + the console")
+    _server_options(serve)
+    serve.set_defaults(func=_serve)
+
+    demo = commands.add_parser("demo", help="start simulated cameras and serve them (zero setup)")
+    _server_options(demo, db_default="goldentime-demo.db")
+    demo.add_argument("--cameras", type=int, default=4, help="number of simulated cameras")
+    demo.set_defaults(func=_demo)
+
+    cameras = commands.add_parser("cameras", help="the camera registry").add_subparsers(
+        dest="action", required=True
+    )
+    imp = cameras.add_parser("import", help="import cameras from CSV: id,name,district,lat,lon,url[,substream_url]")
+    imp.add_argument("--db", default="goldentime.db")
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(func=_import)
+
+    add = cameras.add_parser("add", help="add or update one camera")
+    add.add_argument("--db", default="goldentime.db")
+    for name in ("id", "name", "url"):
+        add.add_argument(f"--{name}", required=True)
+    add.add_argument("--district", default="")
+    add.add_argument("--lat", type=float, required=True)
+    add.add_argument("--lon", type=float, required=True)
+    add.add_argument("--substream-url")
+    add.set_defaults(func=_add)
+
+    ls = cameras.add_parser("list", help="list cameras (credentials are never shown)")
+    ls.add_argument("--db", default="goldentime.db")
+    ls.set_defaults(func=_list)
+    return parser
+
+
+def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db") -> None:
+    p.add_argument("--db", default=db_default, help="SQLite registry (default %(default)s)")
+    p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to serve on (default %(default)s)")
+    p.add_argument(
+        "--cors-origin", action="append", default=[], help="an origin allowed to call WHEP/API (repeatable)"
+    )
+    p.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport to cameras")
+    p.add_argument(
+        "--ice-host", action="append", default=None, help="only offer ICE host candidates on this address"
+    )
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    from mediaserver.worker import WorkerSettings
+    from signaling.server import ServerSettings, parse_http
+
+    host, port = parse_http(args.http)
+    worker = WorkerSettings(transport=args.transport, ice_hosts=args.ice_host)
+    return ServerSettings(db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker)
+
+
+def _run(coro: Coroutine[object, object, None]) -> None:
+    import uvloop
+
+    uvloop.run(coro)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from signaling.server import serve_forever
+
+    settings = _settings(args)
+    print(f"Goldentime console: http://{settings.host}:{settings.port}/", flush=True)
+    _run(serve_forever(settings))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mediaserver.demo import run_demo
+
+    return run_demo(_settings(args), args.cameras)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    registry = Registry(args.db)
+    with tqdm(unit=" cameras", desc=f"importing {args.file.name}") as bar:
+        total = import_csv(registry, args.file, progress=bar.update)
+    print(f"imported {total} cameras into {args.db} ({registry.count()} registered)")
+    registry.close()
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    camera = make_camera(args.id, args.name, args.district, args.lat, args.lon, args.url, args.substream_url)
+    registry = Registry(args.db)
+    registry.add(camera)
+    registry.close()
+    print(f"added {camera.id}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = Registry(args.db)
+    for camera in registry.list():
+        p = camera.public()
+        print(f"{p['id']}\t{p['name']}\t{p['district']}\t{p['lat']:.6f},{p['lon']:.6f}")
+    registry.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""`mediaserver demo`: simulated cameras around Seoul City Hall, registered and served with no setup.
+
+The cameras are gst-rtsp-server mounts (mediaserver/simcam) looping test clips; they are real RTSP
+servers, so the demo exercises the same ingest path as a city's cameras."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mediaserver.registry import Registry, make_camera
+from mediaserver.simcam.clips import ensure_clip
+
+if TYPE_CHECKING:
+    from signaling.server import ServerSettings
+
+SIMCAM = Path(__file__).resolve().parent / "simcam" / "gst_camera.py"
+DEBIAN_PYTHON = "/usr/bin/python3"  # has PyGObject (gi) for gst-rtsp-server
+CITY_HALL = (37.5663, 126.9779)
+DISTRICTS = ("Jung-gu", "Jongno-gu", "Yongsan-gu", "Mapo-gu", "Seodaemun-gu", "Seongdong-gu")
+
+
+def start_cameras(clip_dir: Path, count: int) -> tuple[subprocess.Popen[str], str]:
+    """Start one simcam process with `count` mounts; returns it and its rtsp:// base URL."""
+    clips = [ensure_clip(clip_dir, "h264", gop=25 * (1 + i % 4), seconds=8) for i in range(count)]
+    mounts = [arg for i, clip in enumerate(clips) for arg in ("--mount", f"/cam{i + 1}={clip}")]
+    proc = subprocess.Popen(
+        [DEBIAN_PYTHON, str(SIMCAM), "--port", "0", *mounts], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("READY "):
+            return proc, line.split()[1].rstrip("/")
+    raise RuntimeError("simulated cameras did not start (are the GStreamer packages installed?)")
+
+
+def register(db: str, base_url: str, count: int) -> None:
+    registry = Registry(db)
+    lat0, lon0 = CITY_HALL
+    cameras = [
+        make_camera(
+            f"demo-{i + 1}",
+            f"Demo camera {i + 1}",
+            DISTRICTS[i % len(DISTRICTS)],
+            lat0 + 0.002 * (i // 3),
+            lon0 + 0.002 * (i % 3),
+            f"{base_url}/cam{i + 1}",
+        )
+        for i in range(count)
+    ]
+    registry.upsert(cameras)
+    registry.close()
+
+
+def run_demo(settings: ServerSettings, count: int) -> int:
+    import uvloop
+
+    from signaling.server import serve_forever
+
+    if not shutil.which("ffmpeg") or not Path(DEBIAN_PYTHON).exists():
+        print("demo needs ffmpeg and GStreamer: run scripts/setup.sh first", file=sys.stderr)
+        return 2
+    proc, base_url = start_cameras(Path.home() / ".cache" / "goldentime" / "clips", count)
+    try:
+        register(settings.db, base_url, count)
+        url = f"http://{settings.host}:{settings.port}/"
+
+        def ready() -> None:
+            print(f"Goldentime demo: {count} simulated cameras. Open the console at {url}", flush=True)
+
+        uvloop.run(serve_forever(settings, on_ready=ready))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return 0
+
+

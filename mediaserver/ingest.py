@@ -1,0 +1,120 @@
+"""Always-on ingest of one camera: connect, stream into its hub, and on any failure log it, count it and
+reconnect with jittered backoff under the process-wide reconnect cap. One camera's trouble stays its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from enum import Enum
+
+from mediaserver.hub import Hub
+from mediaserver.rtsp.client import RtspClient, Source, Timeouts
+from mediaserver.rtsp.message import RtspError
+from mediaserver.rtsp.reconnect import Backoff, RateLimiter
+
+log = logging.getLogger("goldentime.ingest")
+
+# A session that streamed this long is healthy: the next failure starts the backoff from scratch.
+STABLE_AFTER_S = 10.0
+
+
+class State(str, Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+class CameraIngest:
+    def __init__(
+        self,
+        hub: Hub,
+        source: Source,
+        limiter: RateLimiter,
+        timeouts: Timeouts | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.hub = hub
+        self.source = source
+        self.timeouts = timeouts or Timeouts()
+        self.backoff = backoff or Backoff()
+        self._limiter = limiter
+        self._task: asyncio.Task[None] | None = None
+        self.state = State.IDLE
+        self.errors: Counter[str] = Counter()
+        self.last_error = ""
+        self.connects = 0  # successful PLAYs
+        self.attempts = 0
+        self.packets_lost = 0  # from finished sessions; add the live session's for the total
+        self.client: RtspClient | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"ingest:{self.hub.camera_id}")
+
+    async def stop(self) -> None:
+        self.state = State.STOPPED
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await self._limiter.acquire()
+            started = time.monotonic()
+            await self._session()
+            if time.monotonic() - started > STABLE_AFTER_S:
+                self.backoff.reset()
+            self.state = State.BACKOFF
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _session(self) -> None:
+        self.state = State.CONNECTING
+        self.attempts += 1
+        client = RtspClient(self.source, self.hub.publish, self.timeouts)
+        self.client = client
+        try:
+            await client.start()
+            self.hub.codec = client.codec
+            self.connects += 1
+            self.state = State.STREAMING
+            log.info("%s: streaming %s over %s", self.hub.camera_id, client.codec, self.source.transport)
+            await client.run()
+        except RtspError as e:
+            self.errors[e.kind] += 1
+            self.last_error = f"{e.kind}: {e}"
+            log.warning("%s: %s; reconnecting", self.hub.camera_id, self.last_error)
+        except Exception as e:  # a bug must cost one camera a reconnect, never the worker
+            self.errors["internal"] += 1
+            self.last_error = f"internal: {e!r}"
+            log.exception("%s: internal error; reconnecting", self.hub.camera_id)
+        finally:
+            await client.close()
+            if client.depacketizer is not None:
+                self.packets_lost += client.depacketizer.stats.lost
+            self.client = None
+            self.hub.reset()
+
+    def status(self) -> dict[str, object]:
+        stats = self.client.depacketizer.stats if self.client and self.client.depacketizer else None
+        return {
+            "state": self.state.value,
+            "codec": self.hub.codec,
+            "transport": self.source.transport,
+            "connects": self.connects,
+            "attempts": self.attempts,
+            "errors": dict(self.errors),
+            "last_error": self.last_error,
+            "packets": stats.packets if stats else 0,
+            "packets_lost": self.packets_lost + (stats.lost if stats else 0),
+            "units": self.hub.units,
+            "gop_units": len(self.hub.gop()),
+            "viewers": self.hub.subscriber_count,
+        }

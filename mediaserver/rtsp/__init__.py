@@ -1,0 +1,1 @@
+"""RTSP client: messages, SDP, authentication, sessions (TCP interleaved / UDP) and reconnect policy."""

@@ -1,0 +1,306 @@
+"""One RTSP session with one camera: OPTIONS, DESCRIBE, SETUP (TCP interleaved or UDP), PLAY, keep-alive,
+TEARDOWN. Bytes go straight into core_ext's demuxer and depacketiser; Python sees whole access units."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
+from core_ext.framing import FramingError, InterleavedDemuxer
+from mediaserver.rtsp.auth import Authenticator
+from mediaserver.rtsp.message import (
+    Response,
+    RtspError,
+    build_request,
+    parse_message,
+    parse_session,
+    parse_transport,
+    port_pair,
+)
+from mediaserver.rtsp.sdp import MediaDescription, control_url, parse_sdp
+
+log = logging.getLogger("goldentime.rtsp")
+
+Depacketizer = H264Depacketizer | H265Depacketizer
+PARAMETER_SET_TYPES = {"h264": (7,), "h265": (32, 33)}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """How to reach a camera. The URL carries no credentials; they stay here, on the server."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    transport: str = "tcp"  # "tcp" (interleaved) or "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    response: float = 5.0
+    stall: float = 5.0  # no media for this long: the camera is gone
+    first_keyframe: float = 10.0  # PLAY answered but no decodable keyframe yet
+
+
+def starts_with_parameter_sets(codec: str, data: bytes) -> bool:
+    """Keyframes from core_ext begin with their parameter sets whenever the SDP or the stream gave them."""
+    if len(data) < 5:
+        return False
+    nal_type = data[4] & 0x1F if codec == "h264" else (data[4] >> 1) & 0x3F
+    return nal_type in PARAMETER_SET_TYPES[codec]
+
+
+class RtspClient(asyncio.Protocol):
+    def __init__(self, source: Source, on_unit: Callable[[AccessUnit], None], timeouts: Timeouts) -> None:
+        self.source = source
+        self.timeouts = timeouts
+        self._on_unit = on_unit
+        self._demuxer = InterleavedDemuxer()
+        self._transport: asyncio.Transport | None = None
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cseq = 0
+        self._auth = Authenticator(source.username, source.password or "") if source.username else None
+        self._session = ""
+        self._session_timeout = 60
+        self._public: set[str] = set()
+        self.codec = ""
+        self.depacketizer: Depacketizer | None = None
+        self.started_at = time.monotonic()
+        self.last_media_at = 0.0
+        self.have_keyframe = False
+        self.server_requests = 0
+
+    # --- asyncio.Protocol ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            items = self._demuxer.feed(data)
+        except FramingError as e:
+            self._fail(RtspError("framing", str(e)))
+            return
+        for item in items:
+            if isinstance(item, bytes):
+                self._message(item)
+            else:
+                self._unit(item)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RtspError("connection_lost", f"camera closed the connection ({exc or 'EOF'})"))
+
+    def _fail(self, error: RtspError) -> None:
+        if not self._failed.done():
+            self._failed.set_exception(error)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    def _message(self, raw: bytes) -> None:
+        try:
+            response = parse_message(raw)
+        except RtspError as e:
+            self._fail(e)
+            return
+        if response is None:
+            self.server_requests += 1  # e.g. a server's GET_PARAMETER ping: nothing we must act on
+            return
+        future = self._pending.pop(response.cseq, None)
+        if future is not None and not future.done():
+            future.set_result(response)
+
+    def _unit(self, unit: AccessUnit) -> None:
+        self.last_media_at = time.monotonic()
+        if unit.keyframe:
+            if not starts_with_parameter_sets(self.codec, unit.data):
+                return  # undecodable on its own: the first-keyframe watchdog reports it
+            self.have_keyframe = True
+        if self.have_keyframe:
+            self._on_unit(unit)
+
+    # --- requests ---
+    async def _request(self, method: str, url: str, headers: dict[str, str] | None = None) -> Response:
+        response = await self._send(method, url, headers)
+        if response.status == 401 and self._auth is not None and not self._auth.ready:
+            self._auth.challenge(response.header("www-authenticate"))
+            response = await self._send(method, url, headers)
+        if response.status == 401:
+            raise RtspError("auth_failed", f"{method}: camera refused the credentials (401)")
+        if response.status != 200:
+            raise RtspError("rtsp_status", f"{method}: {response.status} {response.reason}")
+        return response
+
+    async def _send(self, method: str, url: str, headers: dict[str, str] | None) -> Response:
+        if self._transport is None or self._failed.done():
+            raise RtspError("connection_lost", f"{method}: not connected")
+        self._cseq += 1
+        all_headers = dict(headers or {})
+        if self._session:
+            all_headers["Session"] = self._session
+        if self._auth is not None and self._auth.ready:
+            all_headers["Authorization"] = self._auth.header(method, url)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[self._cseq] = future
+        self._transport.write(build_request(method, url, self._cseq, all_headers))
+        try:
+            return await asyncio.wait_for(future, self.timeouts.response)
+        except TimeoutError:
+            self._pending.pop(self._cseq, None)
+            raise RtspError("timeout", f"{method}: no answer within {self.timeouts.response:g} s") from None
+
+    # --- the session ---
+    async def start(self) -> None:
+        """Connect and play; raises RtspError (with a kind for the counters) on any failure."""
+        loop = asyncio.get_running_loop()
+        host, port = _host_port(self.source.url)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: self, host, port), self.timeouts.connect)
+        except TimeoutError:
+            raise RtspError("connect_timeout", f"no TCP connection within {self.timeouts.connect:g} s") from None
+        except OSError as e:
+            raise RtspError("connect_failed", f"cannot connect: {e.strerror or e}") from None
+        options = await self._request("OPTIONS", self.source.url)
+        self._public = {m.strip().upper() for m in options.header("public").split(",")}
+        media, base = await self._describe()
+        await self._setup(media, control_url(base, media.control))
+        await self._request("PLAY", base, {"Range": "npt=0.000-"})
+        self.last_media_at = time.monotonic()
+
+    async def _describe(self) -> tuple[MediaDescription, str]:
+        response = await self._request("DESCRIBE", self.source.url, {"Accept": "application/sdp"})
+        try:
+            sdp = parse_sdp(response.body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RtspError("malformed_sdp", "SDP is not UTF-8") from None
+        base = response.header("content-base") or response.header("content-location") or self.source.url
+        base = control_url(base, sdp.control) if sdp.control.lower().startswith("rtsp") else base
+        media = sdp.video()
+        self.codec = media.codec or ""
+        depacketizer_class = H265Depacketizer if self.codec == "h265" else H264Depacketizer
+        self.depacketizer = depacketizer_class(payload_type=media.payload_type)
+        parameter_sets = media.parameter_sets()
+        if parameter_sets:
+            self.depacketizer.set_parameter_sets(parameter_sets)
+        else:
+            log.warning("%s: SDP has no parameter sets; waiting for them in-band", self.source.url)
+        return media, base
+
+    async def _setup(self, media: MediaDescription, url: str) -> None:
+        assert self.depacketizer is not None
+        if self.source.transport == "udp":
+            rtp_port = await self._open_udp()
+            transport = f"RTP/AVP;unicast;client_port={rtp_port}-{rtp_port + 1}"
+        else:
+            transport = "RTP/AVP/TCP;unicast;interleaved=0-1"
+        response = await self._request("SETUP", url, {"Transport": transport})
+        self._session, self._session_timeout = parse_session(response.header("session"))
+        params = parse_transport(response.header("transport"))
+        if self.source.transport == "tcp":
+            channel, _ = port_pair(params.get("interleaved", "0-1"))
+            self._demuxer.add_channel(channel, self.depacketizer)
+
+    async def _open_udp(self) -> int:
+        """Bind an even RTP port and the next one for RTCP, on the address that reaches the camera."""
+        assert self._transport is not None and self.depacketizer is not None
+        loop = asyncio.get_running_loop()
+        local_ip = self._transport.get_extra_info("sockname")[0]
+        camera_ip = self._transport.get_extra_info("peername")[0]
+        for _ in range(20):
+            port = random.randrange(20000, 65000, 2)
+            try:
+                rtp, _ = await loop.create_datagram_endpoint(
+                    lambda: _RtpReceiver(self.depacketizer, self._unit, camera_ip), local_addr=(local_ip, port)
+                )
+            except OSError:
+                continue
+            try:
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    asyncio.DatagramProtocol, local_addr=(local_ip, port + 1)
+                )
+            except OSError:
+                rtp.close()
+                continue
+            self._udp = [rtp, rtcp]
+            return port
+        raise RtspError("udp_ports", "no free UDP port pair")
+
+    async def run(self) -> None:
+        """Keep the session alive until it fails; raises RtspError saying why."""
+        interval = max(self._session_timeout / 2, 1.0)
+        next_keepalive = time.monotonic() + interval
+        while True:
+            done, _ = await asyncio.wait([self._failed], timeout=0.5)
+            if done:
+                self._failed.result()  # raises the recorded error
+            now = time.monotonic()
+            self._check_media(now)
+            if now >= next_keepalive:
+                next_keepalive = now + interval
+                method = "GET_PARAMETER" if "GET_PARAMETER" in self._public else "OPTIONS"
+                await self._request(method, self.source.url)
+
+    def _check_media(self, now: float) -> None:
+        if now - self.last_media_at > self.timeouts.stall:
+            raise RtspError("stalled", f"no media for {self.timeouts.stall:g} s")
+        if not self.have_keyframe and now - self.started_at > self.timeouts.first_keyframe:
+            raise RtspError(
+                "no_keyframe",
+                f"no decodable keyframe within {self.timeouts.first_keyframe:g} s "
+                "(parameter sets neither in the SDP nor in-band?)",
+            )
+
+    async def close(self) -> None:
+        """TEARDOWN if we can (best effort, briefly), then close every socket."""
+        if self._session and self._transport is not None and not self._failed.done():
+            try:
+                await asyncio.wait_for(self._send("TEARDOWN", self.source.url, None), 0.5)
+            except (RtspError, TimeoutError):
+                pass
+        if self._transport is not None:
+            self._transport.close()
+        for udp in self._udp:
+            udp.close()
+        if not self._failed.done():
+            self._failed.cancel()
+        elif not self._failed.cancelled():
+            self._failed.exception()  # retrieved: the ingest loop has logged it already
+
+
+class _RtpReceiver(asyncio.DatagramProtocol):
+    """RTP over UDP: packets from anyone but the camera are dropped."""
+
+    def __init__(self, depacketizer: Depacketizer, on_unit: Callable[[AccessUnit], None], camera_ip: str):
+        self._depacketizer = depacketizer
+        self._on_unit = on_unit
+        self._camera_ip = camera_ip
+        self.foreign_packets = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if addr[0] != self._camera_ip:
+            self.foreign_packets += 1
+            return
+        for unit in self._depacketizer.push(data):
+            self._on_unit(unit)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "rtsp" or not parts.hostname:
+        raise RtspError("bad_url", "camera URL must be rtsp://host[:port]/path")
+    try:
+        port = parts.port or 554
+    except ValueError:
+        raise RtspError("bad_url", "camera URL has an invalid port") from None
+    return parts.hostname, port
+

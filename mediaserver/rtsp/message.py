@@ -1,0 +1,99 @@
+"""RTSP/1.0 requests and responses (RFC 2326): building requests, parsing what a camera answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+USER_AGENT = "Goldentime/0.1"
+
+
+class RtspError(Exception):
+    """A camera answered something we cannot use; `kind` names the error for the counters."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names; repeated ones joined by "\n"
+    body: bytes = b""
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def cseq(self) -> int:
+        try:
+            return int(self.header("cseq", "-1").strip())
+        except ValueError:
+            return -1
+
+
+def build_request(method: str, url: str, cseq: int, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {url} RTSP/1.0", f"CSeq: {cseq}", f"User-Agent: {USER_AGENT}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def parse_message(raw: bytes) -> Response | None:
+    """Parse a complete RTSP message. Returns None for a request from the server (we only count those)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RtspError("malformed_response", "RTSP header is not UTF-8") from None
+    start, *lines = text.split("\r\n")
+    if not start.startswith("RTSP/"):
+        return None
+    parts = start.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise RtspError("malformed_response", f"bad RTSP status line: {start[:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise RtspError("malformed_response", f"bad RTSP header line: {line[:80]!r}")
+        key = name.strip().lower()
+        headers[key] = f"{headers[key]}\n{value.strip()}" if key in headers else value.strip()
+    return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body)
+
+
+def parse_session(value: str) -> tuple[str, int]:
+    """`Session: 12345;timeout=60` -> ("12345", 60); the default timeout is 60 s (RFC 2326 12.37)."""
+    session_id, *params = (p.strip() for p in value.split(";"))
+    timeout = 60
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.strip().lower() == "timeout" and val.strip().isdigit():
+            timeout = max(int(val), 1)
+    if not session_id:
+        raise RtspError("malformed_response", "empty Session header")
+    return session_id, timeout
+
+
+def parse_transport(value: str) -> dict[str, str]:
+    """`RTP/AVP/TCP;unicast;interleaved=0-1` -> {"rtp/avp/tcp": "", "unicast": "", "interleaved": "0-1"}."""
+    first = value.split(",")[0]
+    out: dict[str, str] = {}
+    for part in first.split(";"):
+        key, _, val = part.strip().partition("=")
+        if key:
+            out[key.lower()] = val
+    return out
+
+
+def port_pair(value: str) -> tuple[int, int]:
+    """"5000-5001" -> (5000, 5001); a single port implies the next one for RTCP."""
+    low, _, high = value.partition("-")
+    try:
+        a = int(low)
+        b = int(high) if high else a + 1
+    except ValueError:
+        raise RtspError("malformed_response", f"bad port range in Transport: {value!r}") from None
+    if not (0 <= a <= 65535 and 0 <= b <= 65535):
+        raise RtspError("malformed_response", f"port out of range in Transport: {value!r}")
+    return a, b

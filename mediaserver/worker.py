@@ -1,0 +1,59 @@
+"""A media worker: always-on ingest of its cameras into hubs, and WebRTC egress from those hubs.
+
+Today one worker runs inside the server process; the front reaches it only through `WorkerClient`
+(signaling/worker_client.py), so moving workers into processes of their own changes no caller."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from mediaserver.egress import Egress
+from mediaserver.hub import Hub
+from mediaserver.ingest import CameraIngest
+from mediaserver.registry import Camera
+from mediaserver.rtsp.client import Source, Timeouts
+from mediaserver.rtsp.reconnect import RateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    transport: str = "tcp"
+    reconnect_rate: float = 50.0  # connection attempts per second, process-wide
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    ice_hosts: list[str] | None = None  # restrict ICE host candidates (e.g. ["127.0.0.1"] in tests)
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings | None = None) -> None:
+        self.settings = settings or WorkerSettings()
+        self.hubs: dict[str, Hub] = {}
+        self.ingests: dict[str, CameraIngest] = {}
+        self.limiter = RateLimiter(self.settings.reconnect_rate)
+        self.egress = Egress(self.hubs.get, ice_hosts=self.settings.ice_hosts)
+
+    def add_camera(self, camera: Camera) -> None:
+        if camera.id in self.ingests:
+            return
+        hub = Hub(camera.id)
+        source = Source(camera.url, camera.username, camera.password, self.settings.transport)
+        ingest = CameraIngest(hub, source, self.limiter, self.settings.timeouts)
+        self.hubs[camera.id] = hub
+        self.ingests[camera.id] = ingest
+        ingest.start()
+
+    async def remove_camera(self, camera_id: str) -> None:
+        ingest = self.ingests.pop(camera_id, None)
+        hub = self.hubs.pop(camera_id, None)
+        if ingest is not None:
+            await ingest.stop()
+        if hub is not None:
+            hub.close()
+
+    def status(self, camera_id: str) -> dict[str, object] | None:
+        ingest = self.ingests.get(camera_id)
+        return ingest.status() if ingest else None
+
+    async def stop(self) -> None:
+        await self.egress.close_all()
+        await asyncio.gather(*(self.remove_camera(cid) for cid in list(self.ingests)))

@@ -1,0 +1,96 @@
+"""Session fixtures: test clips and simulated RTSP cameras (real gst-rtsp-server processes).
+
+Cameras (all 640x360, 25 fps, 127.0.0.1, free ports):
+    h264_camera       rtsp URL, H.264 constrained baseline, 1 s GOP, single slice
+    h265_camera       rtsp URL, H.265 main, 1 s GOP
+    long_gop_camera   rtsp URL, H.264, 4 s GOP (a joining viewer waits for a keyframe)
+    auth_camera       factory: auth_camera("basic" | "digest", user, password) -> rtsp URL
+                      (credentials not in the URL; see peers.with_credentials)
+Clips: clips_dir, h264_clip, h265_clip, long_gop_clip (paths; made once per session).
+Set GOLDENTIME_CLIP_CACHE=DIR to keep clips between sessions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Plain `pytest` from a checkout that is not pip-installed: make the project importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from peers import Auth, AuthCamera, SimCam, missing_peers, simcam
+
+from mediaserver.simcam.clips import ensure_clip
+
+
+@pytest.fixture(scope="session")
+def peers_available() -> None:
+    """Fail early, with the fix, when the external programs are missing."""
+    if missing := missing_peers():
+        pytest.fail(f"missing test peers: {', '.join(missing)}; see PEERS.md", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = os.environ.get("GOLDENTIME_CLIP_CACHE")
+    return Path(cache) if cache else tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def h264_clip(clips_dir: Path, peers_available: None) -> Path:
+    return ensure_clip(clips_dir, "h264", gop=25)
+
+
+@pytest.fixture(scope="session")
+def h265_clip(clips_dir: Path, peers_available: None) -> Path:
+    return ensure_clip(clips_dir, "h265", gop=25)
+
+
+@pytest.fixture(scope="session")
+def long_gop_clip(clips_dir: Path, peers_available: None) -> Path:
+    return ensure_clip(clips_dir, "h264", gop=100, seconds=12)
+
+
+@pytest.fixture(scope="session")
+def camera_server(h264_clip: Path, h265_clip: Path, long_gop_clip: Path) -> Iterator[SimCam]:
+    """One camera process serving the three unauthenticated mounts."""
+    with simcam({"h264": h264_clip, "h265": h265_clip, "longgop": long_gop_clip}) as cam:
+        yield cam
+
+
+@pytest.fixture(scope="session")
+def h264_camera(camera_server: SimCam) -> str:
+    return camera_server.url("h264")
+
+
+@pytest.fixture(scope="session")
+def h265_camera(camera_server: SimCam) -> str:
+    return camera_server.url("h265")
+
+
+@pytest.fixture(scope="session")
+def long_gop_camera(camera_server: SimCam) -> str:
+    return camera_server.url("longgop")
+
+
+@pytest.fixture(scope="session")
+def auth_camera(h264_clip: Path) -> Iterator[AuthCamera]:
+    """auth_camera(method, user, password) -> URL of an H.264 mount behind that auth (one process each)."""
+    running: dict[tuple[Auth, str, str], str] = {}
+    with contextlib.ExitStack() as stack:
+
+        def start(method: Auth, user: str = "admin", password: str = "secret") -> str:
+            key = (method, user, password)
+            if key not in running:
+                cam = stack.enter_context(
+                    simcam({"cam": h264_clip}, auth=method, user=user, password=password)
+                )
+                running[key] = cam.url("cam")
+            return running[key]
+
+        yield start
