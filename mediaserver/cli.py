@@ -42,9 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--cameras", type=int, default=4, help="number of simulated cameras")
     demo.set_defaults(func=_demo)
 
-    cameras = commands.add_parser("cameras", help="the camera registry").add_subparsers(
-        dest="action", required=True
-    )
+    cameras = commands.add_parser("cameras", help="the camera registry").add_subparsers(dest="action", required=True)
     imp = cameras.add_parser("import", help="import cameras from CSV: id,name,district,lat,lon,url[,substream_url]")
     imp.add_argument("--db", default="goldentime.db")
     imp.add_argument("file", type=Path)
@@ -69,13 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db") -> None:
     p.add_argument("--db", default=db_default, help="SQLite registry (default %(default)s)")
     p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to serve on (default %(default)s)")
-    p.add_argument(
-        "--cors-origin", action="append", default=[], help="an origin allowed to call WHEP/API (repeatable)"
-    )
+    p.add_argument("--cors-origin", action="append", default=[], help="an origin allowed to call WHEP/API (repeatable)")
     p.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport to cameras")
-    p.add_argument(
-        "--ice-host", action="append", default=None, help="only offer ICE host candidates on this address"
-    )
+    p.add_argument("--ice-host", action="append", default=None, help="only offer ICE host candidates on this address")
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:

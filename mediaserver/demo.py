@@ -27,9 +27,7 @@ def start_cameras(clip_dir: Path, count: int) -> tuple[subprocess.Popen[str], st
     """Start one simcam process with `count` mounts; returns it and its rtsp:// base URL."""
     clips = [ensure_clip(clip_dir, "h264", gop=25 * (1 + i % 4), seconds=8) for i in range(count)]
     mounts = [arg for i, clip in enumerate(clips) for arg in ("--mount", f"/cam{i + 1}={clip}")]
-    proc = subprocess.Popen(
-        [DEBIAN_PYTHON, str(SIMCAM), "--port", "0", *mounts], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([DEBIAN_PYTHON, str(SIMCAM), "--port", "0", *mounts], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("READY "):
@@ -76,5 +74,3 @@ def run_demo(settings: ServerSettings, count: int) -> int:
         proc.terminate()
         proc.wait(timeout=10)
     return 0
-
-

@@ -62,6 +62,17 @@ class Subscription:
         """Drop what is queued and resume at the next keyframe (e.g. the consumer has its own start point)."""
         self._skip_to_keyframe()
 
+    def drain(self) -> list[Unit]:
+        """The units queued now, without waiting (for a consumer that batches work); the end marker stays."""
+        units: list[Unit] = []
+        while not self._queue.empty():
+            unit = self._queue.get_nowait()
+            if unit is None:
+                self._queue.put_nowait(None)
+                break
+            units.append(unit)
+        return units
+
     async def get(self) -> Unit | None:
         """The next unit, or None once the subscription or the hub is closed."""
         if self.closed and self._queue.empty():

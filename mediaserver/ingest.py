@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from enum import Enum
+from enum import StrEnum
 
 from mediaserver.hub import Hub
 from mediaserver.rtsp.client import RtspClient, Source, Timeouts
@@ -16,11 +16,17 @@ from mediaserver.rtsp.reconnect import Backoff, RateLimiter
 
 log = logging.getLogger("goldentime.ingest")
 
+# RTP error counters worth reporting per camera (core_ext.rtp.RtpStats attributes).
+RTP_COUNTERS = (
+    "lost", "reordered", "duplicates", "bad_version", "bad_padding", "truncated", "bad_payload_type",
+    "unsupported", "discarded_aus", "oversized",
+)  # fmt: skip
+
 # A session that streamed this long is healthy: the next failure starts the backoff from scratch.
 STABLE_AFTER_S = 10.0
 
 
-class State(str, Enum):
+class State(StrEnum):
     IDLE = "idle"
     CONNECTING = "connecting"
     STREAMING = "streaming"
@@ -45,10 +51,11 @@ class CameraIngest:
         self._task: asyncio.Task[None] | None = None
         self.state = State.IDLE
         self.errors: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
         self.last_error = ""
         self.connects = 0  # successful PLAYs
         self.attempts = 0
-        self.packets_lost = 0  # from finished sessions; add the live session's for the total
+        self.rtp_totals: Counter[str] = Counter()  # from finished sessions; status() adds the live one
         self.client: RtspClient | None = None
 
     def start(self) -> None:
@@ -81,7 +88,10 @@ class CameraIngest:
         client = RtspClient(self.source, self.hub.publish, self.timeouts)
         self.client = client
         try:
-            await client.start()
+            try:
+                await client.start()
+            finally:
+                self.warnings.update(client.warnings)
             self.hub.codec = client.codec
             self.connects += 1
             self.state = State.STREAMING
@@ -96,14 +106,16 @@ class CameraIngest:
             self.last_error = f"internal: {e!r}"
             log.exception("%s: internal error; reconnecting", self.hub.camera_id)
         finally:
-            await client.close()
-            if client.depacketizer is not None:
-                self.packets_lost += client.depacketizer.stats.lost
             self.client = None
             self.hub.reset()
+            self.rtp_totals.update(_rtp_counters(client))
+            await client.close()
+
+    def rtp_counters(self) -> Counter[str]:
+        return self.rtp_totals + _rtp_counters(self.client)
 
     def status(self) -> dict[str, object]:
-        stats = self.client.depacketizer.stats if self.client and self.client.depacketizer else None
+        rtp = self.rtp_counters()
         return {
             "state": self.state.value,
             "codec": self.hub.codec,
@@ -111,10 +123,18 @@ class CameraIngest:
             "connects": self.connects,
             "attempts": self.attempts,
             "errors": dict(self.errors),
+            "warnings": dict(self.warnings),
             "last_error": self.last_error,
-            "packets": stats.packets if stats else 0,
-            "packets_lost": self.packets_lost + (stats.lost if stats else 0),
+            "packets_lost": rtp["lost"],
+            "rtp_errors": {k: v for k, v in rtp.items() if k != "lost"},
             "units": self.hub.units,
             "gop_units": len(self.hub.gop()),
             "viewers": self.hub.subscriber_count,
         }
+
+
+def _rtp_counters(client: RtspClient | None) -> Counter[str]:
+    if client is None or client.depacketizer is None:
+        return Counter()
+    stats = client.depacketizer.stats
+    return Counter({name: getattr(stats, name) for name in RTP_COUNTERS if getattr(stats, name)})

@@ -121,8 +121,7 @@ class Registry:
 
     def upsert(self, cameras: Iterable[Camera]) -> int:
         rows = [
-            (c.id, c.name, c.district, c.lat, c.lon, c.url, c.username, c.password, c.substream_url)
-            for c in cameras
+            (c.id, c.name, c.district, c.lat, c.lon, c.url, c.username, c.password, c.substream_url) for c in cameras
         ]
         with self._db:
             self._db.executemany(

@@ -32,7 +32,7 @@ class ServerSettings:
 
 
 def parse_http(value: str) -> tuple[str, int]:
-    """"HOST:PORT" (or "[v6]:PORT") -> (host, port)."""
+    """ "HOST:PORT" (or "[v6]:PORT") -> (host, port)."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"--http wants HOST:PORT, got {value!r}")
@@ -51,9 +51,7 @@ async def start(settings: ServerSettings) -> tuple[web.AppRunner, Worker, Regist
     def camera_list() -> list[dict[str, object]]:
         return [{**c, **_live(worker, str(c["id"]))} for c in public]
 
-    app = create_app(
-        LocalWorkerClient(worker.egress), camera_list, cors_origins=settings.cors_origins, web_dir=WEB_DIR
-    )
+    app = create_app(LocalWorkerClient(worker.egress), camera_list, cors_origins=settings.cors_origins, web_dir=WEB_DIR)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
@@ -72,9 +70,7 @@ async def stop(runner: web.AppRunner, worker: Worker, registry: Registry) -> Non
     registry.close()
 
 
-async def serve_forever(
-    settings: ServerSettings, on_ready: Callable[[], Awaitable[None] | None] | None = None
-) -> None:
+async def serve_forever(settings: ServerSettings, on_ready: Callable[[], Awaitable[None] | None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
     runner, worker, registry = await start(settings)
     stopped = asyncio.Event()

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+from collections.abc import Callable
 
 from mediaserver.rtsp.message import RtspError
 
@@ -26,8 +27,9 @@ def parse_challenges(header: str) -> dict[str, dict[str, str]]:
 class Authenticator:
     """Answers a camera's 401 challenge and signs every later request the same way."""
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str, password: str, cnonce: Callable[[], str] | None = None) -> None:
         self.username, self.password = username, password
+        self._new_cnonce = cnonce or (lambda: os.urandom(8).hex())
         self._scheme = ""
         self._challenge: dict[str, str] = {}
         self._nc = 0
@@ -59,7 +61,7 @@ class Authenticator:
         c = self._challenge
         realm, nonce = c.get("realm", ""), c.get("nonce", "")
         ha1 = _md5(f"{self.username}:{realm}:{self.password}")
-        cnonce = os.urandom(8).hex()
+        cnonce = self._new_cnonce()
         if c.get("algorithm", "").upper() == "MD5-SESS":
             ha1 = _md5(f"{ha1}:{nonce}:{cnonce}")
         ha2 = _md5(f"{method}:{uri}")

@@ -78,6 +78,7 @@ class RtspClient(asyncio.Protocol):
         self.last_media_at = 0.0
         self.have_keyframe = False
         self.server_requests = 0
+        self.warnings: list[str] = []  # kinds of oddities that did not stop the session
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,6 +194,7 @@ class RtspClient(asyncio.Protocol):
         if parameter_sets:
             self.depacketizer.set_parameter_sets(parameter_sets)
         else:
+            self.warnings.append("sdp_no_parameter_sets")
             log.warning("%s: SDP has no parameter sets; waiting for them in-band", self.source.url)
         return media, base
 
@@ -213,6 +215,7 @@ class RtspClient(asyncio.Protocol):
     async def _open_udp(self) -> int:
         """Bind an even RTP port and the next one for RTCP, on the address that reaches the camera."""
         assert self._transport is not None and self.depacketizer is not None
+        depacketizer = self.depacketizer
         loop = asyncio.get_running_loop()
         local_ip = self._transport.get_extra_info("sockname")[0]
         camera_ip = self._transport.get_extra_info("peername")[0]
@@ -220,14 +223,12 @@ class RtspClient(asyncio.Protocol):
             port = random.randrange(20000, 65000, 2)
             try:
                 rtp, _ = await loop.create_datagram_endpoint(
-                    lambda: _RtpReceiver(self.depacketizer, self._unit, camera_ip), local_addr=(local_ip, port)
+                    lambda: _RtpReceiver(depacketizer, self._unit, camera_ip), local_addr=(local_ip, port)
                 )
             except OSError:
                 continue
             try:
-                rtcp, _ = await loop.create_datagram_endpoint(
-                    asyncio.DatagramProtocol, local_addr=(local_ip, port + 1)
-                )
+                rtcp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(local_ip, port + 1))
             except OSError:
                 rtp.close()
                 continue
@@ -261,12 +262,16 @@ class RtspClient(asyncio.Protocol):
             )
 
     async def close(self) -> None:
-        """TEARDOWN if we can (best effort, briefly), then close every socket."""
-        if self._session and self._transport is not None and not self._failed.done():
-            try:
+        """TEARDOWN if we can (best effort, briefly), then close every socket, even when cancelled."""
+        try:
+            if self._session and self._transport is not None and not self._failed.done():
                 await asyncio.wait_for(self._send("TEARDOWN", self.source.url, None), 0.5)
-            except (RtspError, TimeoutError):
-                pass
+        except (RtspError, TimeoutError):
+            pass
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
         if self._transport is not None:
             self._transport.close()
         for udp in self._udp:
@@ -274,7 +279,7 @@ class RtspClient(asyncio.Protocol):
         if not self._failed.done():
             self._failed.cancel()
         elif not self._failed.cancelled():
-            self._failed.exception()  # retrieved: the ingest loop has logged it already
+            self._failed.exception()  # mark it retrieved: the ingest loop has logged it already
 
 
 class _RtpReceiver(asyncio.DatagramProtocol):
@@ -303,4 +308,3 @@ def _host_port(url: str) -> tuple[str, int]:
     except ValueError:
         raise RtspError("bad_url", "camera URL has an invalid port") from None
     return parts.hostname, port
-

@@ -87,7 +87,7 @@ def parse_transport(value: str) -> dict[str, str]:
 
 
 def port_pair(value: str) -> tuple[int, int]:
-    """"5000-5001" -> (5000, 5001); a single port implies the next one for RTCP."""
+    """ "5000-5001" -> (5000, 5001); a single port implies the next one for RTCP."""
     low, _, high = value.partition("-")
     try:
         a = int(low)

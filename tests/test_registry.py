@@ -1,0 +1,75 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mediaserver.cli import main
+from mediaserver.registry import Registry, RegistryError, import_csv, make_camera, split_credentials
+
+
+def test_credentials_are_split_from_the_url_and_never_public() -> None:
+    cam = make_camera("c1", "Gate", "Jung-gu", "37.56", "126.97", "rtsp://admin:p%40ss@10.1.2.3:554/Streaming/101")
+    assert cam.url == "rtsp://10.1.2.3:554/Streaming/101"
+    assert (cam.username, cam.password) == ("admin", "p@ss")
+    public = cam.public()
+    assert "p@ss" not in repr(public) and "url" not in public and "password" not in public
+
+
+def test_split_credentials_ipv6() -> None:
+    assert split_credentials("rtsp://u:p@[fe80::1]:8554/x") == ("rtsp://[fe80::1]:8554/x", "u", "p")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (("", "n", "d", 1, 1, "rtsp://h/"), "id"),
+        (("c", "n", "d", "north", 1, "rtsp://h/"), "lat is not a number"),
+        (("c", "n", "d", 91, 1, "rtsp://h/"), "lat out of range"),
+        (("c", "n", "d", 1, 1, "http://h/"), "rtsp://"),
+    ],
+)
+def test_invalid_records_say_which_field(fields: tuple, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        make_camera(*fields)
+
+
+def test_import_csv_upserts_and_a_bad_row_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "id,name,district,lat,lon,url,substream_url\n"
+        "a,Cam A,Jung-gu,37.5,126.9,rtsp://u:p@h/a,rtsp://h/a-sub\n"
+        "b,Cam B,Mapo-gu,37.6,126.8,rtsp://h/b,\n"
+    )
+    registry = Registry(db)
+    assert import_csv(registry, good) == 2
+    assert registry.get("a").substream_url == "rtsp://h/a-sub"  # type: ignore[union-attr]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name,district,lat,lon,url\nc,Cam C,x,1,1,rtsp://h/c\nd,Cam D,x,1,1,ftp://h/d\n")
+    with pytest.raises(RegistryError, match=r"bad\.csv:3"):
+        import_csv(registry, bad)
+    assert registry.count() == 2
+    registry.close()
+
+
+def test_missing_columns(tmp_path: Path) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text("id,name,lat\n")
+    with pytest.raises(RegistryError, match="missing column"):
+        import_csv(Registry(tmp_path / "r.db"), f)
+
+
+def test_cli_import_add_list_never_prints_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "g.db")
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("id,name,district,lat,lon,url\nx1,Hall,Jung-gu,37.56,126.97,rtsp://root:hunter2@h/x\n")
+    assert main(["cameras", "import", "--db", db, str(csv_file)]) == 0
+    assert main(["cameras", "add", "--db", db, "--id", "x2", "--name", "Gate", "--lat", "37.5", "--lon",
+                 "126.9", "--url", "rtsp://h/y"]) == 0  # fmt: skip
+    assert main(["cameras", "list", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "x1\tHall" in out and "x2\tGate" in out and "hunter2" not in out
+    row = sqlite3.connect(db).execute("SELECT url, password FROM cameras WHERE id='x1'").fetchone()
+    assert row == ("rtsp://h/x", "hunter2")
+    assert main(["cameras", "add", "--db", db, "--id", "x3", "--name", "n", "--lat", "99", "--lon", "1",
+                 "--url", "rtsp://h/"]) == 2  # fmt: skip
