@@ -16,7 +16,7 @@ cdef class Depacketizer:
     cdef readonly Py_ssize_t max_au_size
     cdef str _codec
     cdef unsigned int _required_ps      # parameter-set kinds a keyframe needs (bit per kind)
-    cdef list _ps                       # stored parameter sets per kind: Annex-B bytes (VPS, SPS, PPS)
+    cdef list _ps                       # stored parameter sets: [VPS, SPS, PPS] lists of Annex-B NALs
     # the access unit being assembled (Annex-B in a malloc'd buffer)
     cdef uint8_t* _buf
     cdef Py_ssize_t _len
@@ -25,6 +25,7 @@ cdef class Depacketizer:
     cdef bint _broken
     cdef bint _too_big
     cdef bint _keyframe
+    cdef bint _vcl_seen
     cdef bint _fu_open
     cdef int64_t _ts
     cdef Py_ssize_t _nal_start          # offset of the current NAL's header byte

@@ -11,15 +11,16 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
-from core_ext.rtp cimport RTP_DROP, RTP_GAP, RtpPacket, RtpVerdict
+from core_ext.rtp cimport RTP_DROP, RTP_GAP, RtpPacket, RtpReceiver, RtpVerdict
 
 cdef enum NalKind:
     NK_OTHER = 0
-    NK_KEY = 1      # IDR (H.264) / IRAP (H.265)
-    NK_AUD = 2
-    NK_VPS = 3      # parameter sets: kind - NK_VPS is the index into _ps
-    NK_SPS = 4
-    NK_PPS = 5
+    NK_VCL = 1      # a slice
+    NK_KEY = 2      # IDR (H.264) / IRAP (H.265) slice
+    NK_AUD = 3
+    NK_VPS = 4      # parameter sets: kind - NK_VPS is the index into _ps
+    NK_SPS = 5
+    NK_PPS = 6
 
 cdef enum:
     PS_VPS = 1 << 0
@@ -44,27 +45,13 @@ cdef class AccessUnit:
                 f"size={len(self.data)})")
 
 
-cdef inline bint _bytes_view(object packet, const uint8_t** p, Py_ssize_t* n) except False:
-    """Borrow a pointer to packet's bytes; bytes/bytearray without creating any object."""
-    if type(packet) is bytes:
-        p[0] = <const uint8_t*>PyBytes_AS_STRING(packet)
-        n[0] = PyBytes_GET_SIZE(packet)
-    elif type(packet) is bytearray:
-        p[0] = <const uint8_t*>PyByteArray_AS_STRING(packet)
-        n[0] = PyByteArray_GET_SIZE(packet)
-    else:
-        raise TypeError("use _view_push for other buffers")
-    return True
-
-
 cdef class Depacketizer:
     """Common RTP -> access unit logic; subclasses implement the payload formats."""
 
     def __cinit__(self, int payload_type=-1, Py_ssize_t max_au_size=4 * 1024 * 1024):
-        from core_ext.rtp import RtpReceiver as _Receiver  # cdef class; avoids a cimport cycle at init
-        self._rtp = _Receiver(payload_type)
+        self._rtp = RtpReceiver(payload_type)
         self.max_au_size = max_au_size
-        self._ps = [b"", b"", b""]
+        self._ps = [[], [], []]
         self._buf = NULL
 
     def __dealloc__(self):
@@ -85,12 +72,12 @@ cdef class Depacketizer:
     def push(self, packet):
         """Feed one RTP packet; returns the access units it completed (usually 0 or 1)."""
         cdef list out = []
-        cdef const uint8_t* p
         cdef Py_ssize_t n
         cdef const uint8_t[::1] view
-        if type(packet) is bytes or type(packet) is bytearray:
-            _bytes_view(packet, &p, &n)
-            self.push_c(p, n, out)
+        if type(packet) is bytes:                     # fast paths: no buffer export
+            self.push_c(<const uint8_t*>PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet), out)
+        elif type(packet) is bytearray:
+            self.push_c(<const uint8_t*>PyByteArray_AS_STRING(packet), PyByteArray_GET_SIZE(packet), out)
         else:
             view = memoryview(packet).cast("B")
             n = view.shape[0]
@@ -105,27 +92,23 @@ cdef class Depacketizer:
 
     def set_parameter_sets(self, nals):
         """Parameter sets from the SDP (sprop-*): raw NAL units, no start codes needed."""
-        cdef unsigned int replaced = 0
+        cdef unsigned int saved = self._ps_updated
         cdef bytes nal
         cdef int kind
+        self._ps_updated = 0                           # this call is one batch: it replaces per kind
         for item in nals:
             nal = bytes(item)
             while nal.startswith(b"\x00\x00\x01") or nal.startswith(b"\x00\x00\x00\x01"):
                 nal = nal[nal.index(b"\x01") + 1:]
-            if not nal:
-                continue
-            kind = self._nal_kind(<const uint8_t*>PyBytes_AS_STRING(nal))
-            if kind < NK_VPS:
-                continue
-            if replaced & (1u << (kind - NK_VPS)):
-                self._ps[kind - NK_VPS] += b"\x00\x00\x00\x01" + nal
-            else:
-                replaced |= 1u << (kind - NK_VPS)
-                self._ps[kind - NK_VPS] = b"\x00\x00\x00\x01" + nal
+            if nal:
+                kind = self._nal_kind(<const uint8_t*>PyBytes_AS_STRING(nal))
+                if kind >= NK_VPS:
+                    self._store_ps(kind, b"\x00\x00\x00\x01" + nal)
+        self._ps_updated = saved
 
     def parameter_sets(self):
         """The stored parameter sets as one Annex-B blob (VPS, SPS, PPS order)."""
-        return b"".join(self._ps)
+        return b"".join([b"".join(sets) for sets in self._ps])
 
     # -- per packet ------------------------------------------------------------------
 
@@ -163,6 +146,7 @@ cdef class Depacketizer:
         self._broken = False
         self._too_big = False
         self._keyframe = False
+        self._vcl_seen = False
         self._fu_open = False
         self._insert_at = 0
         self._nals = 0
@@ -189,7 +173,7 @@ cdef class Depacketizer:
         cdef bytes ps = b""
         cdef char* dst
         if self._keyframe and self._required_ps & ~self._seen_ps:
-            ps = b"".join(self._ps)
+            ps = b"".join([b"".join(sets) for sets in self._ps])
         cdef Py_ssize_t ps_len = PyBytes_GET_SIZE(ps)
         if ps_len == 0:
             au.data = PyBytes_FromStringAndSize(<const char*>self._buf, self._len)
@@ -238,27 +222,34 @@ cdef class Depacketizer:
         if self._broken or self._len <= self._nal_start:
             return 0
         cdef int kind = self._nal_kind(self._buf + self._nal_start)
-        if kind == NK_KEY:
-            self._keyframe = True
+        if kind == NK_VCL or kind == NK_KEY:
+            self._vcl_seen = True
+            self._keyframe |= kind == NK_KEY
         elif kind == NK_AUD:
             if self._nals == 0:
                 self._insert_at = self._len
         elif kind >= NK_VPS:
-            self._seen_ps |= 1u << (kind - NK_VPS)
             self._store_ps(kind, PyBytes_FromStringAndSize(
                 <const char*>self._buf + self._nal_start - 4, self._len - self._nal_start + 4))
+            if self._vcl_seen:
+                # rtph264pay config-interval=-1 repeats SPS/PPS before every IDR *slice*; after a
+                # slice they would start a new access unit for a decoder, so keep them out.
+                self._len = self._nal_start - 4
+                return 0
+            self._seen_ps |= 1u << (kind - NK_VPS)
         self._nals += 1
         return 0
 
     cdef int _store_ps(self, int kind, bytes nal) except -1:
-        """The first in-band set of a kind in an AU replaces the stored one; more of the same
-        kind in that AU (several PPS) are kept alongside."""
+        """The first set of a kind in an AU replaces the stored ones; further distinct sets of that
+        kind in the same AU (several PPS) are kept alongside."""
         cdef unsigned int bit = 1u << (kind - NK_VPS)
-        if self._ps_updated & bit:
-            self._ps[kind - NK_VPS] += nal
-        else:
+        cdef list sets = self._ps[kind - NK_VPS]
+        if not self._ps_updated & bit:
             self._ps_updated |= bit
-            self._ps[kind - NK_VPS] = nal
+            sets.clear()
+        if nal not in sets:
+            sets.append(nal)
         return 0
 
     # -- payload structures shared by both codecs -------------------------------------
@@ -275,16 +266,15 @@ cdef class Depacketizer:
     cdef int _aggregate(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t off) except -1:
         """STAP-A / AP: 16-bit size + NAL unit, repeated."""
         cdef Py_ssize_t size
-        while off < n and not self._broken:
-            if off + 2 > n:
-                break
+        while off + 2 <= n:
             size = (<Py_ssize_t>p[off] << 8) | p[off + 1]
-            off += 2
-            if size == 0 or off + size > n:
+            if size == 0 or off + 2 + size > n:
                 break
-            self._single(p + off, size)
-            off += size
-        if off != n and not self._broken:
+            self._single(p + off + 2, size)
+            off += 2 + size
+            if self._broken:
+                return 0
+        if off != n:                                   # a unit runs past the packet, or a stray byte
             self._rtp.stats.truncated += 1
             self._broken = True
         return 0
@@ -323,6 +313,8 @@ cdef class H264Depacketizer(Depacketizer):
         cdef int t = nal[0] & 0x1F
         if t == 5:
             return NK_KEY
+        if 1 <= t <= 4:
+            return NK_VCL
         if t == 7:
             return NK_SPS
         if t == 8:
@@ -365,6 +357,8 @@ cdef class H265Depacketizer(Depacketizer):
         cdef int t = (nal[0] >> 1) & 0x3F
         if 16 <= t <= 23:
             return NK_KEY
+        if t < 32:
+            return NK_VCL
         if t == 32:
             return NK_VPS
         if t == 33:

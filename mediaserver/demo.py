@@ -43,8 +43,8 @@ def register(db: str, base_url: str, count: int) -> None:
             f"demo-{i + 1}",
             f"Demo camera {i + 1}",
             DISTRICTS[i % len(DISTRICTS)],
-            lat0 + 0.002 * (i // 3),
-            lon0 + 0.002 * (i % 3),
+            round(lat0 + 0.002 * (i // 3), 6),
+            round(lon0 + 0.002 * (i % 3), 6),
             f"{base_url}/cam{i + 1}",
         )
         for i in range(count)

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
@@ -82,8 +83,7 @@ class RtspClient(asyncio.Protocol):
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
         try:
