@@ -147,3 +147,19 @@ async def test_faulty_cameras_are_counted_and_reconnected_while_others_carry_on(
                           ("oversized_frame", "unsupported")]:  # fmt: skip
         assert live[mode]["state"] == State.STREAMING.value and live[mode]["connects"] == 1, live[mode]
         assert live[mode]["rtp_errors"][counter] >= 1, live[mode]  # type: ignore[index]
+
+
+async def test_a_district_coming_back_does_not_stampede() -> None:
+    """40 cameras whose host refuses connections: the process-wide cap bounds attempts per second."""
+    limiter = RateLimiter(rate=10, burst=10)
+    closed_port = "rtsp://127.0.0.1:9/cam"  # discard port: nothing listens there
+    ingests = [
+        CameraIngest(Hub(f"c{i}"), Source(closed_port), limiter, FAST, Backoff(base=0.01, cap=0.05)) for i in range(40)
+    ]
+    for ingest in ingests:
+        ingest.start()
+    await asyncio.sleep(2.0)
+    await asyncio.gather(*(i.stop() for i in ingests))
+    attempts = sum(i.attempts for i in ingests)
+    assert 20 <= attempts <= 10 + 10 * 2.0 + 2  # burst + rate * time (+ rounding)
+    assert all(i.errors["connect_failed"] >= i.attempts - 1 for i in ingests)  # the last may be cut by stop()

@@ -1,0 +1,296 @@
+"""WebRTC egress (aiortc): one RTCPeerConnection per viewer, H.264 passed through from the hub.
+
+Each viewer's track returns `av.Packet`s (Annex-B, 90 kHz pts) from a `ViewerFeed`, so aiortc packetises
+without re-encoding; the feed opens the viewer on the present through the bridge (see bridge.py) and also
+answers the viewer's picture-loss requests (PLI/FIR) from the cache. Answers negotiate H.264 only and are
+sent after ICE gathering completed (no server-side trickle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice.ice
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from mediaserver.bridge import TIME_BASE, BridgePool, ViewerFeed
+from mediaserver.hub import Hub
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 1000
+
+
+class EgressError(Exception):
+    """Base of the errors a caller maps to a response."""
+
+
+class UnknownCamera(EgressError, LookupError):
+    pass
+
+
+class UnknownSession(EgressError, LookupError):
+    pass
+
+
+class BadOffer(EgressError, ValueError):
+    """The offer can't be answered: unparsable, no video, no H.264 we can send."""
+
+
+class Unsupported(EgressError):
+    """A valid request this server does not implement (e.g. ICE restart)."""
+
+
+# --- ICE host addresses -------------------------------------------------------------------------------
+# aioice gathers host candidates from `aioice.ice.get_host_addresses()`, which always skips 127.0.0.1.
+# This is the one place that overrides it: inside `use_ice_hosts(hosts)` exactly those addresses are used
+# (e.g. ["127.0.0.1"] for loopback-only tests); elsewhere aioice's own choice stands. A context variable
+# keeps it per call: the gathering tasks aiortc starts inherit the caller's context.
+_ice_hosts: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("ice_hosts", default=None)
+_aioice_host_addresses = aioice.ice.get_host_addresses
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    hosts = _ice_hosts.get()
+    return list(hosts) if hosts is not None else _aioice_host_addresses(use_ipv4, use_ipv6)
+
+
+aioice.ice.get_host_addresses = _host_addresses
+
+
+@contextmanager
+def use_ice_hosts(hosts: list[str] | None) -> Iterator[None]:
+    """Gather ICE host candidates on exactly these addresses in this context (None: aioice's default)."""
+    token = _ice_hosts.set(hosts)
+    try:
+        yield
+    finally:
+        _ice_hosts.reset(token)
+
+
+# --- offer checks -------------------------------------------------------------------------------------
+def h264_capabilities() -> list[Any]:
+    return [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == "video/h264"]
+
+
+def check_offer(sdp: str) -> None:
+    """Raise BadOffer with a reason a person can act on."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise BadOffer(f"unparsable SDP offer: {exc}") from exc
+    video = [m for m in description.media if m.kind == "video"]
+    if not video:
+        raise BadOffer("the offer has no video m-line")
+    if not any(c.mimeType.lower() == "video/h264" for m in video for c in m.rtp.codecs):
+        raise BadOffer("the offer has no H.264 codec; this server sends H.264 only")
+
+
+# --- the viewer's track -------------------------------------------------------------------------------
+# aiortc records a viewer's PLI/FIR in this name-mangled sender flag, which only its encoders read: on the
+# passthrough path it is ignored. CameraTrack.recv() is the one place we read and clear it.
+_FORCE_KEYFRAME = "_RTCRtpSender__force_keyframe"
+
+
+class CameraTrack(MediaStreamTrack):
+    """A video track that sends the camera's encoded units (no re-encoding)."""
+
+    kind = "video"
+
+    def __init__(self, feed: ViewerFeed, on_end: Callable[[], None]) -> None:
+        super().__init__()
+        self.feed = feed
+        self.sender: RTCRtpSender | None = None
+        self._on_end = on_end
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._answer_picture_loss()
+        unit = await self.feed.next()
+        if unit is None:  # camera removed
+            self.stop()
+            self._on_end()
+            raise MediaStreamError
+        packet = av.Packet(unit.data)
+        packet.pts = unit.pts
+        packet.time_base = TIME_BASE
+        return packet
+
+    def _answer_picture_loss(self) -> None:
+        if self.sender is not None and getattr(self.sender, _FORCE_KEYFRAME, False):
+            setattr(self.sender, _FORCE_KEYFRAME, False)
+            if self.feed.refresh():
+                log.debug("picture loss from a viewer: serving an IDR of the newest frame")
+
+    def stop(self) -> None:
+        self.feed.close()
+        super().stop()
+
+
+def _ms(t: float | None, since: float | None) -> int | None:
+    return None if t is None or since is None else round(1000 * (t - since))
+
+
+@dataclass
+class Session:
+    id: str
+    camera_id: str
+    pc: RTCPeerConnection
+    track: CameraTrack
+    created_at: float = field(default_factory=time.monotonic)
+
+    def stats(self) -> dict[str, Any]:
+        feed = self.track.feed
+        return {
+            "id": self.id,
+            "camera_id": self.camera_id,
+            "state": self.pc.connectionState,
+            "age_s": round(time.monotonic() - self.created_at, 1),
+            "frames_sent": feed.sent,
+            "frames_bridged": feed.bridged,
+            "keyframes_sent": feed.keyframes,
+            # connected (the sender asked for media) -> first unit handed to it; and how old that picture was
+            "first_picture_ms": _ms(feed.first_at, feed.active_at),
+            "first_picture_age_ms": _ms(feed.first_age, 0.0),
+        }  # fmt: skip
+
+
+class Egress:
+    """The WebRTC sessions of one worker."""
+
+    def __init__(self, hub_lookup: Callable[[str], Hub | None], ice_hosts: list[str] | None = None) -> None:
+        self.hub_lookup = hub_lookup
+        self.ice_hosts = ice_hosts
+        self.bridges = BridgePool()
+        self._sessions: dict[str, Session] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def has_camera(self, camera_id: str) -> bool:
+        return self.hub_lookup(camera_id) is not None
+
+    async def offer(self, camera_id: str, sdp: str) -> tuple[str, str]:
+        """Answer a viewer's offer: (session id, answer SDP). Raises UnknownCamera, BadOffer."""
+        check_offer(sdp)
+        hub = self.hub_lookup(camera_id)
+        if hub is None:
+            raise UnknownCamera(f"no camera {camera_id!r}")
+        if len(self._sessions) >= MAX_SESSIONS:
+            raise Unsupported("too many sessions on this worker")
+        session_id = uuid.uuid4().hex
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
+        track = CameraTrack(ViewerFeed(self.bridges, hub), lambda: self._close_soon(session_id))
+        session = Session(session_id, camera_id, pc, track)
+        try:
+            answer = await self._answer(session, sdp)
+        except Exception as exc:
+            await pc.close()
+            track.stop()
+            raise BadOffer(f"cannot answer the offer: {exc}") from exc
+        self._sessions[session_id] = session
+        self._watch(session)
+        log.info("session %s: camera %s, %d sessions", session_id, camera_id, len(self._sessions))
+        return session_id, answer
+
+    async def _answer(self, session: Session, sdp: str) -> str:
+        pc = session.pc
+        # Codec choice happens inside setRemoteDescription: the transceiver and its H.264-only preference
+        # must exist before it, or aiortc answers with whatever the offer lists first.
+        transceiver: RTCRtpTransceiver = pc.addTransceiver(session.track, direction="sendonly")
+        transceiver.setCodecPreferences(h264_capabilities())
+        session.track.sender = transceiver.sender
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        with use_ice_hosts(self.ice_hosts):
+            await pc.setLocalDescription(await pc.createAnswer())  # returns once gathering completed
+        return pc.localDescription.sdp
+
+    def _watch(self, session: Session) -> None:
+        @session.pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = session.pc.connectionState
+            log.debug("session %s: %s", session.id, state)
+            if state in ("failed", "closed"):
+                self._close_soon(session.id)
+
+    def _close_soon(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            task = asyncio.get_running_loop().create_task(self._shutdown(session))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def patch(self, session_id: str, fragment: str) -> None:
+        """Trickle ICE from the viewer (application/trickle-ice-sdpfrag). Raises UnknownSession, BadOffer,
+        Unsupported (ICE restart)."""
+        session = self._get(session_id)
+        remote = SessionDescription.parse(session.pc.remoteDescription.sdp)
+        ufrag = remote.media[0].ice.usernameFragment if remote.media and remote.media[0].ice else None
+        mid = remote.media[0].rtp.muxId if remote.media else None
+        for line in (raw.strip() for raw in fragment.splitlines()):
+            if line.startswith("a=ice-ufrag:") and line.split(":", 1)[1] != ufrag:
+                raise Unsupported("ICE restart is not supported: start a new session")
+            if line.startswith("a=candidate:"):
+                try:
+                    candidate = candidate_from_sdp(line[len("a=candidate:") :])
+                except Exception as exc:  # aiortc asserts on malformed lines
+                    raise BadOffer(f"unparsable candidate: {line}") from exc
+                # BUNDLE: all media share the first m-line's transport
+                candidate.sdpMid, candidate.sdpMLineIndex = mid, 0
+                await session.pc.addIceCandidate(candidate)
+            elif line == "a=end-of-candidates":
+                await session.pc.addIceCandidate(None)
+
+    async def close(self, session_id: str) -> None:
+        """End a session (DELETE). Raises UnknownSession."""
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        await self._shutdown(session)
+
+    async def _shutdown(self, session: Session) -> None:
+        session.track.stop()
+        await session.pc.close()
+        log.info("session %s closed after %.1f s", session.id, time.monotonic() - session.created_at)
+
+    async def close_camera(self, camera_id: str) -> None:
+        """The camera was removed: end all its sessions."""
+        for session in [s for s in self._sessions.values() if s.camera_id == camera_id]:
+            await self.close(session.id)
+
+    async def close_all(self) -> None:
+        for session_id in list(self._sessions):
+            await self.close(session_id)
+        if self._closing:
+            await asyncio.gather(*self._closing)
+        self.bridges.close()
+
+    def _get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise UnknownSession(f"no session {session_id!r}") from None
+
+    def session_camera(self, session_id: str) -> str | None:
+        session = self._sessions.get(session_id)
+        return None if session is None else session.camera_id
+
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        return [s.stats() for s in self._sessions.values()]

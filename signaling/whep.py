@@ -1,0 +1,127 @@
+"""WHEP (draft-ietf-wish-whep) endpoints: POST an offer, PATCH trickle ICE, DELETE the session.
+
+    POST   /whep/{camera_id}               application/sdp offer -> 201 answer, Location, ETag
+    PATCH  /whep/{camera_id}/{session_id}  application/trickle-ice-sdpfrag -> 204
+    DELETE /whep/{camera_id}/{session_id}  -> 200
+
+Errors are JSON `{"error": ..., "detail": ...}` with the status a WHEP client expects.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from signaling.worker_client import BadOffer, UnknownCamera, UnknownSession, Unsupported, WorkerClient
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024  # an SDP offer is a few KiB
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+WORKER: web.AppKey[WorkerClient] = web.AppKey("worker")
+
+
+async def authorize(request: web.Request, camera_id: str) -> bool:
+    """THE access-control hook: may this request view `camera_id`? Currently allows everyone.
+
+    A later issue checks `Authorization: Bearer <JWT>` here (incident scope, expiry, revocation) and audits
+    the decision. Every WHEP request (POST, PATCH, DELETE) passes through it; False answers 403.
+    """
+    return True
+
+
+def error(status: int, message: str, detail: str = "") -> web.Response:
+    return web.json_response({"error": message, "detail": detail}, status=status)
+
+
+async def read_body(request: web.Request, content_type: str) -> str:
+    """The request body as text, or an HTTP error (415 wrong type, 413 too large)."""
+    if request.content_type != content_type:
+        raise web.HTTPUnsupportedMediaType(
+            text=f'{{"error": "unsupported media type", "detail": "expected Content-Type: {content_type}"}}',
+            content_type="application/json",
+        )
+    if (request.content_length or 0) > MAX_BODY:
+        raise _too_large()
+    body = await request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise _too_large()
+    return body.decode("utf-8", errors="replace")
+
+
+def _too_large() -> web.HTTPException:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=MAX_BODY,
+        actual_size=MAX_BODY + 1,
+        text=f'{{"error": "request body too large", "detail": "at most {MAX_BODY} bytes"}}',
+        content_type="application/json",
+    )
+
+
+def etag(session_id: str) -> str:
+    return f'"{session_id}"'
+
+
+async def post_offer(request: web.Request) -> web.StreamResponse:
+    camera_id = request.match_info["camera_id"]
+    worker = request.app[WORKER]
+    if not await authorize(request, camera_id):
+        return error(403, "forbidden", f"not allowed to view camera {camera_id}")
+    if not worker.has_camera(camera_id):
+        return error(404, "unknown camera", camera_id)
+    sdp = await read_body(request, SDP)
+    try:
+        session_id, answer = await worker.offer(camera_id, sdp)
+    except UnknownCamera as exc:
+        return error(404, "unknown camera", str(exc))
+    except BadOffer as exc:
+        return error(400, "bad offer", str(exc))
+    except Unsupported as exc:
+        return error(503, "cannot serve", str(exc))
+    location = f"/whep/{camera_id}/{session_id}"
+    headers = {"Location": location, "ETag": etag(session_id), "Accept-Patch": SDPFRAG}
+    return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
+
+
+async def patch_session(request: web.Request) -> web.StreamResponse:
+    camera_id, session_id = request.match_info["camera_id"], request.match_info["session_id"]
+    if not await authorize(request, camera_id):
+        return error(403, "forbidden", f"not allowed to view camera {camera_id}")
+    fragment = await read_body(request, SDPFRAG)
+    if request.headers.get("If-Match", "*") not in ("*", etag(session_id)):
+        return error(412, "precondition failed", "If-Match does not match the session's ETag")
+    try:
+        await request.app[WORKER].patch(session_id, fragment)
+    except UnknownSession as exc:
+        return error(404, "unknown session", str(exc))
+    except BadOffer as exc:
+        return error(400, "bad fragment", str(exc))
+    except Unsupported as exc:
+        return error(422, "not supported", str(exc))
+    return web.Response(status=204)
+
+
+async def delete_session(request: web.Request) -> web.StreamResponse:
+    camera_id, session_id = request.match_info["camera_id"], request.match_info["session_id"]
+    if not await authorize(request, camera_id):
+        return error(403, "forbidden", f"not allowed to view camera {camera_id}")
+    try:
+        await request.app[WORKER].close(session_id)
+    except UnknownSession as exc:
+        return error(404, "unknown session", str(exc))
+    return web.Response(status=200)
+
+
+async def options_endpoint(request: web.Request) -> web.StreamResponse:
+    """A plain OPTIONS (not a CORS preflight): what the endpoint accepts."""
+    return web.Response(status=204, headers={"Accept-Post": SDP, "Allow": "POST, OPTIONS"})
+
+
+def add_routes(app: web.Application, worker: WorkerClient) -> None:
+    app[WORKER] = worker
+    app.router.add_post("/whep/{camera_id}", post_offer)
+    app.router.add_route("OPTIONS", "/whep/{camera_id}", options_endpoint)
+    app.router.add_patch("/whep/{camera_id}/{session_id}", patch_session)
+    app.router.add_delete("/whep/{camera_id}/{session_id}", delete_session)

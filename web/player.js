@@ -1,0 +1,182 @@
+// Goldentime console: camera list from /api/cameras, live view over WHEP (POST offer, DELETE to stop).
+// Plain browser JS. `window.goldentime` exposes the playback figures (tests and operators' tools read it).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = (window.goldentime = {
+  camera: null, state: "idle", error: null, sessionUrl: null, firstPictureMs: null,
+  width: 0, height: 0, framesDecoded: 0, fps: 0, freezeCount: 0, packetsLost: 0, kbps: 0, codec: null,
+});
+let pc = null, statsTimer = null, cameras = [], run = 0;
+
+function setState(name, text) {
+  state.state = name;
+  const badge = $("state");
+  badge.className = "badge " + name;
+  badge.textContent = text || name;
+}
+
+function show(id, text) { $(id).textContent = text; }
+
+async function loadCameras() {
+  try {
+    const res = await fetch("/api/cameras");
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    cameras = await res.json();
+    renderList();
+  } catch (err) {
+    const box = $("list-error");
+    box.hidden = false;
+    box.textContent = `Camera list unavailable: ${err.message}`;
+  }
+}
+
+function renderList() {
+  const q = $("filter").value.trim().toLowerCase();
+  const list = $("cameras");
+  list.replaceChildren();
+  const shown = cameras.filter((c) => !q || [c.id, c.name, c.district].some((v) => v && String(v).toLowerCase().includes(q)));
+  for (const cam of shown) {
+    const li = document.createElement("li");
+    li.dataset.camera = cam.id;
+    li.className = cam.id === state.camera ? "active" : "";
+    const left = document.createElement("div");
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = cam.name || cam.id;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = [cam.id, cam.district].filter(Boolean).join(" · ");
+    left.append(name, meta);
+    const codec = document.createElement("div");
+    codec.className = "meta mono";
+    codec.textContent = (cam.codec || "").toUpperCase();
+    li.append(left, codec);
+    li.addEventListener("click", () => play(cam.id));
+    list.append(li);
+  }
+  show("count", `${shown.length}/${cameras.length}`);
+}
+
+function waitForGathering(peer, ms) {
+  // Non-trickle offer: our candidates go in the POST. Without STUN servers gathering takes milliseconds.
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (peer.iceGatheringState === "complete") resolve(); };
+    peer.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, ms);
+  });
+}
+
+async function play(cameraId) {
+  await stop();
+  const my = ++run;
+  const cam = cameras.find((c) => c.id === cameraId) || { id: cameraId };
+  Object.assign(state, { camera: cameraId, error: null, firstPictureMs: null, framesDecoded: 0, fps: 0, freezeCount: 0 });
+  show("title", cam.name || cam.id);
+  show("subtitle", [cam.id, cam.district].filter(Boolean).join(" · "));
+  show("overlay", "Connecting…");
+  $("overlay").hidden = false;
+  $("stop").disabled = false;
+  renderList();
+  setState("connecting");
+
+  const t0 = performance.now();
+  pc = new RTCPeerConnection();
+  const peer = pc;
+  peer.addTransceiver("video", { direction: "recvonly" });
+  const video = $("video");
+  peer.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
+  peer.onconnectionstatechange = () => {
+    if (peer !== pc) return;
+    if (peer.connectionState === "failed") fail("connection failed");
+  };
+  video.requestVideoFrameCallback(() => {
+    if (peer !== pc) return;
+    state.firstPictureMs = Math.round(performance.now() - t0);
+    show("s-first", `${state.firstPictureMs} ms`);
+    $("overlay").hidden = true;
+    setState("live", "live");
+  });
+  try {
+    await peer.setLocalDescription(await peer.createOffer());
+    await waitForGathering(peer, 2000);
+    const res = await fetch(`/whep/${encodeURIComponent(cameraId)}`, {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: peer.localDescription.sdp,
+    });
+    if (res.status !== 201) {
+      let detail = await res.text();
+      try { const j = JSON.parse(detail); detail = `${j.error}${j.detail ? ": " + j.detail : ""}`; } catch (_) {}
+      throw new Error(`HTTP ${res.status} ${detail}`);
+    }
+    state.sessionUrl = new URL(res.headers.get("Location"), location.href).href;
+    const answer = await res.text();
+    if (my !== run) return;
+    await peer.setRemoteDescription({ type: "answer", sdp: answer });
+    statsTimer = setInterval(() => updateStats(peer), 1000);
+  } catch (err) {
+    if (my === run) fail(err.message);
+  }
+}
+
+function fail(message) {
+  state.error = message;
+  setState("error", "error");
+  show("overlay", message);
+  $("overlay").hidden = false;
+}
+
+let last = null;
+async function updateStats(peer) {
+  if (peer !== pc) return;
+  const report = await peer.getStats();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      const now = s.timestamp;
+      if (last) {
+        const dt = (now - last.timestamp) / 1000;
+        state.fps = dt > 0 ? Math.round(((s.framesDecoded - last.framesDecoded) / dt) * 10) / 10 : 0;
+        state.kbps = dt > 0 ? Math.round(((s.bytesReceived - last.bytesReceived) * 8) / dt / 1000) : 0;
+      }
+      last = { timestamp: now, framesDecoded: s.framesDecoded || 0, bytesReceived: s.bytesReceived || 0 };
+      Object.assign(state, {
+        framesDecoded: s.framesDecoded || 0, freezeCount: s.freezeCount || 0, packetsLost: s.packetsLost || 0,
+        width: s.frameWidth || 0, height: s.frameHeight || 0,
+      });
+      const codec = report.get(s.codecId);
+      const profile = codec && /profile-level-id=([0-9a-f]{6})/i.exec(codec.sdpFmtpLine || "");
+      state.codec = codec ? `${codec.mimeType.split("/")[1]}${profile ? " " + profile[1] : ""}` : null;
+    }
+  });
+  show("s-res", state.width ? `${state.width}×${state.height}` : "—");
+  show("s-frames", String(state.framesDecoded));
+  show("s-fps", `${state.fps} fps`);
+  show("s-freezes", String(state.freezeCount));
+  show("s-lost", String(state.packetsLost));
+  show("s-rate", `${state.kbps} kbit/s`);
+  show("s-codec", state.codec || "—");
+}
+
+async function stop() {
+  run++;
+  clearInterval(statsTimer);
+  last = null;
+  const url = state.sessionUrl;
+  state.sessionUrl = null;
+  if (pc) { pc.close(); pc = null; }
+  $("video").srcObject = null;
+  if (url) fetch(url, { method: "DELETE" }).catch(() => {});
+  $("stop").disabled = true;
+  show("overlay", "Stopped");
+  $("overlay").hidden = false;
+  for (const id of ["s-first", "s-res", "s-frames", "s-fps", "s-freezes", "s-lost", "s-rate", "s-codec"]) show(id, "—");
+  setState("idle");
+}
+
+$("stop").addEventListener("click", () => { state.camera = null; stop().then(renderList); });
+$("filter").addEventListener("input", renderList);
+setInterval(() => show("clock", new Date().toLocaleTimeString()), 1000);
+loadCameras().then(() => {
+  const wanted = new URLSearchParams(location.search).get("camera");
+  if (wanted) play(wanted);
+});
