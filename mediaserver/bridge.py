@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import av
 from av.video.frame import PictureType, VideoFrame
@@ -303,6 +304,14 @@ class BridgePool:
         self._bridges.clear()
 
 
+# How a viewer's stream starts: "live" opens on the newest frame through the bridge (the default);
+# "gop" replays the cached GOP from its keyframe (fast, but shows the past first, then fast-forwards);
+# "keyframe" waits for the camera's next keyframe (what most servers do). The last two exist so the
+# benchmarks can compare all three on the same camera in one run.
+StartPolicy = Literal["live", "gop", "keyframe"]
+START_POLICIES: tuple[StartPolicy, ...] = ("live", "gop", "keyframe")
+
+
 class ViewerFeed:
     """The units one viewer sends, starting at the present.
 
@@ -314,10 +323,11 @@ class ViewerFeed:
     encode when it is ready, and nothing that went stale meanwhile is sent.
     """
 
-    def __init__(self, pool: BridgePool, hub: Hub) -> None:
+    def __init__(self, pool: BridgePool, hub: Hub, start: StartPolicy = "live") -> None:
         self._pool = pool
         self._hub = hub
         self._transcode = _codec_name(hub.codec) != "h264"
+        self._policy = start
         self._sub: Subscription | None = None
         self._view: BridgeView | None = None
         self._replay: list[Unit] = []
@@ -330,7 +340,7 @@ class ViewerFeed:
         self.bridged = 0
         self.keyframes = 0
         self._last_key_at = 0.0
-        if self._transcode or len(hub.gop()) >= 2:
+        if self._transcode or (start == "live" and len(hub.gop()) >= 2):
             self._view = pool.join(hub, active=False)
 
     def _activate(self) -> None:
@@ -353,9 +363,9 @@ class ViewerFeed:
     def _start(self) -> None:
         gop = self._hub.gop()
         self._sub = self._hub.subscribe()  # with the snapshot in the same tick: nothing missed or doubled
-        if not gop:
+        if not gop or self._policy == "keyframe":
             self._sub.wait_for_keyframe()
-        elif len(gop) == 1:
+        elif len(gop) == 1 or self._policy == "gop":
             self._replay = gop  # the newest unit is a keyframe: nothing to bridge
         else:
             self._view = self._pool.join(self._hub)

@@ -77,7 +77,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
     from signaling.server import ServerSettings, parse_http
 
     host, port = parse_http(args.http)
-    worker = WorkerSettings(transport=args.transport, ice_hosts=args.ice_host)
+    worker = WorkerSettings(transport=args.transport, ice_hosts=args.ice_host, first_picture=args.first_picture)
     return ServerSettings(db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker)
 
 

@@ -30,7 +30,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from mediaserver.bridge import TIME_BASE, BridgePool, ViewerFeed
+from mediaserver.bridge import TIME_BASE, BridgePool, StartPolicy, ViewerFeed
 from mediaserver.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -176,9 +176,15 @@ class Session:
 class Egress:
     """The WebRTC sessions of one worker."""
 
-    def __init__(self, hub_lookup: Callable[[str], Hub | None], ice_hosts: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        hub_lookup: Callable[[str], Hub | None],
+        ice_hosts: list[str] | None = None,
+        start: StartPolicy = "live",
+    ) -> None:
         self.hub_lookup = hub_lookup
         self.ice_hosts = ice_hosts
+        self.start = start
         self.bridges = BridgePool()
         self._sessions: dict[str, Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -196,7 +202,7 @@ class Egress:
             raise Unsupported("too many sessions on this worker")
         session_id = uuid.uuid4().hex
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
-        track = CameraTrack(ViewerFeed(self.bridges, hub), lambda: self._close_soon(session_id))
+        track = CameraTrack(ViewerFeed(self.bridges, hub, self.start), lambda: self._close_soon(session_id))
         session = Session(session_id, camera_id, pc, track)
         try:
             answer = await self._answer(session, sdp)

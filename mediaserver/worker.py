@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from mediaserver.bridge import StartPolicy
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 from mediaserver.ingest import CameraIngest
@@ -22,6 +23,7 @@ class WorkerSettings:
     reconnect_rate: float = 50.0  # connection attempts per second, process-wide
     timeouts: Timeouts = field(default_factory=Timeouts)
     ice_hosts: list[str] | None = None  # restrict ICE host candidates (e.g. ["127.0.0.1"] in tests)
+    first_picture: StartPolicy = "live"  # how a new viewer starts (bridge.py); others only for comparison
 
 
 class Worker:
@@ -30,7 +32,7 @@ class Worker:
         self.hubs: dict[str, Hub] = {}
         self.ingests: dict[str, CameraIngest] = {}
         self.limiter = RateLimiter(self.settings.reconnect_rate)
-        self.egress = Egress(self.hubs.get, ice_hosts=self.settings.ice_hosts)
+        self.egress = Egress(self.hubs.get, self.settings.ice_hosts, self.settings.first_picture)
 
     def add_camera(self, camera: Camera) -> None:
         if camera.id in self.ingests:

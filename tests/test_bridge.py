@@ -160,3 +160,19 @@ async def test_viewer_still_connecting_gets_nothing_stale(units: list[Unit]) -> 
     first = await joining
     assert first.keyframe and first.pts == units[60].pts  # the present, not frame 49
     feed.close()
+
+
+async def test_comparison_policies_replay_the_gop_or_wait_for_the_keyframe(units: list[Unit]) -> None:
+    """The benchmarks' baselines: "gop" shows the past first; "keyframe" waits for the camera."""
+    hub, pool = Hub("cam"), BridgePool()
+    publish(hub, units[:61])
+    replay = ViewerFeed(pool, hub, start="gop")
+    wait = ViewerFeed(pool, hub, start="keyframe")
+    first = await next_unit(replay)
+    assert first == units[0] and pool.active == 0  # the GOP's keyframe, 2.4 s old, no bridge
+    pending = asyncio.ensure_future(wait.next())
+    await asyncio.sleep(0)  # the viewer connects (its first request subscribes it)
+    publish(hub, units[61:101])
+    assert await asyncio.wait_for(pending, STEP) == units[100]
+    replay.close()
+    wait.close()

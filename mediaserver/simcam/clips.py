@@ -26,9 +26,7 @@ def clip_name(
     return f"{codec}_{size}_{fps}fps_g{gop}_{seconds}s_{bitrate}_s{slices}.mp4"
 
 
-def ffmpeg_args(
-    codec: Codec, size: str, fps: int, gop: int, seconds: int, bitrate: str, slices: int
-) -> list[str]:
+def ffmpeg_args(codec: Codec, size: str, fps: int, gop: int, seconds: int, bitrate: str, slices: int) -> list[str]:
     src = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}", "-t", str(seconds)]
     if codec == "h264":
         enc = [

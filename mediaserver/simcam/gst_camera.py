@@ -94,9 +94,7 @@ def demux(path: str, fps: float | None) -> Clip:
     """Read the clip once into Annex-B access units, split at the AUDs ffmpeg inserts."""
     codec, rate = probe(path)
     bsf = (
-        "h264_mp4toannexb,h264_metadata=aud=insert"
-        if codec == "h264"
-        else "hevc_mp4toannexb,hevc_metadata=aud=insert"
+        "h264_mp4toannexb,h264_metadata=aud=insert" if codec == "h264" else "hevc_mp4toannexb,hevc_metadata=aud=insert"
     )
     fmt = "h264" if codec == "h264" else "hevc"
     stream = subprocess.run(
@@ -173,7 +171,7 @@ def make_factory(clip: Clip, auth: bool) -> GstRtspServer.RTSPMediaFactory:
     launch = (
         f"( appsrc name=src is-live=true format=time do-timestamp=false max-bytes=0 "
         f"caps=video/x-{enc},stream-format=byte-stream,alignment=au,framerate={rate} "
-        f"! {enc}parse ! rtp{enc}pay name=pay0 pt=96 config-interval=-1 )"
+        f"! {enc}parse config-interval=-1 ! rtp{enc}pay name=pay0 pt=96 config-interval=0 )"
     )
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch)
