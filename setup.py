@@ -11,6 +11,8 @@ extensions = [
 ]
 
 setup(
+    # The console's static pages, for non-editable installs (signaling.app.find_web_dir looks here).
+    data_files=[("share/goldentime/web", sorted(str(p) for p in Path("web").glob("*") if p.is_file()))],
     ext_modules=cythonize(
         extensions,
         language_level=3,

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from signaling import api, whep
+from signaling import api, incident_api, whep
+from signaling.access import AccessSettings
 from signaling.cors import cors_middleware
 from signaling.worker_client import WorkerClient
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+def find_web_dir() -> Path | None:
+    """The console's static files: beside the package in a checkout or editable install, else where
+    `pip install .` put them (setup.py's data_files)."""
+    for candidate in (
+        Path(__file__).resolve().parent.parent / "web",
+        Path(sys.prefix) / "share" / "goldentime" / "web",
+    ):
+        if (candidate / "index.html").is_file():
+            return candidate
+    return None
+
+
+WEB_DIR = find_web_dir()
 
 
 def create_app(
@@ -20,11 +35,16 @@ def create_app(
     cameras: Callable[[], list[dict[str, Any]]],
     cors_origins: list[str] | None = None,
     web_dir: Path | None = WEB_DIR,
+    db: str | Path = ":memory:",
+    access: AccessSettings | None = None,
 ) -> web.Application:
     """The HTTP front. `cameras()` returns the registry's cameras (only public fields are served);
     `cors_origins` lists the origins (scheme://host[:port], or "*") allowed to call WHEP and the API;
-    `web_dir` (None: no console) holds the static pages, index at `/`."""
+    `web_dir` (None: no console) holds the static pages, index at `/`; `db` is the SQLite file for clients,
+    keys, incidents and the audit log (the default, in memory, has no clients: nothing can be viewed until
+    one is registered and an incident opens a camera)."""
     app = web.Application(middlewares=[cors_middleware(cors_origins or [])])
+    incident_api.install(app, worker, cameras, db, access)  # first: its shutdown ends (and audits) views
     whep.add_routes(app, worker)
     app.add_routes(api.routes(cameras))
     if web_dir is not None:

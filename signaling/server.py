@@ -8,7 +8,6 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -18,8 +17,6 @@ from signaling.app import create_app
 from signaling.worker_client import LocalWorkerClient
 
 log = logging.getLogger("goldentime.server")
-
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +48,7 @@ async def start(settings: ServerSettings) -> tuple[web.AppRunner, Worker, Regist
     def camera_list() -> list[dict[str, object]]:
         return [{**c, **_live(worker, str(c["id"]))} for c in public]
 
-    app = create_app(LocalWorkerClient(worker.egress), camera_list, cors_origins=settings.cors_origins, web_dir=WEB_DIR)
+    app = create_app(LocalWorkerClient(worker.egress), camera_list, cors_origins=settings.cors_origins, db=settings.db)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
