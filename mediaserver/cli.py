@@ -61,7 +61,51 @@ def _parser() -> argparse.ArgumentParser:
     ls = cameras.add_parser("list", help="list cameras (credentials are never shown)")
     ls.add_argument("--db", default="goldentime.db")
     ls.set_defaults(func=_list)
+
+    _clients_commands(commands)
+    _keys_commands(commands)
+    _audit_commands(commands)
     return parser
+
+
+def _clients_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    clients = commands.add_parser("clients", help="agency apps and auditors that call the API")
+    actions = clients.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="register a client; prints its id and secret once")
+    add.add_argument("--db", default="goldentime.db")
+    add.add_argument("--agency", required=True, help="agency id, a slug such as police-112 or fire-119")
+    add.add_argument("--name", required=True, help="what the app is, e.g. '112 CAD'")
+    add.add_argument("--role", choices=("agency", "auditor"), default="agency")
+    add.add_argument("--json", action="store_true", help='print {"client_id": ..., "client_secret": ...}')
+    add.set_defaults(func=_clients_add)
+    ls = actions.add_parser("list", help="list clients (secrets are never shown)")
+    ls.add_argument("--db", default="goldentime.db")
+    ls.set_defaults(func=_clients_list)
+
+
+def _keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="token signing keys").add_subparsers(dest="action", required=True)
+    rotate = keys.add_parser("rotate", help="publish a new signing key; it signs after --publish-ahead seconds")
+    rotate.add_argument("--db", default="goldentime.db")
+    rotate.add_argument("--publish-ahead", type=float, default=None, help="seconds in the JWKS before signing")
+    rotate.set_defaults(func=_keys_rotate)
+    ls = keys.add_parser("list", help="list keys and their states (no private material)")
+    ls.add_argument("--db", default="goldentime.db")
+    ls.set_defaults(func=_keys_list)
+
+
+def _audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    verify = audit.add_parser("verify", help="check the hash chain (exit 1 if broken)")
+    verify.add_argument("--db", default="goldentime.db")
+    verify.set_defaults(func=_audit_verify)
+    export = audit.add_parser("export", help="write the audit log as CSV or JSON")
+    export.add_argument("--db", default="goldentime.db")
+    export.add_argument("--format", choices=("csv", "json"), default="json")
+    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    for name in ("camera", "incident", "agency"):
+        export.add_argument(f"--{name}")
+    export.set_defaults(func=_audit_export)
 
 
 def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db") -> None:
@@ -128,6 +172,86 @@ def _list(args: argparse.Namespace) -> int:
         p = camera.public()
         print(f"{p['id']}\t{p['name']}\t{p['district']}\t{p['lat']:.6f},{p['lon']:.6f}")
     registry.close()
+    return 0
+
+
+def _clients_add(args: argparse.Namespace) -> int:
+    import json
+
+    from signaling.access import offline
+    from signaling.clients import ClientError
+
+    access = offline(args.db)
+    try:
+        client, secret = access.add_client(args.agency, args.name, args.role, operator="cli")
+    except ClientError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        access.close()
+    if args.json:
+        print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+    else:
+        print(f"client_id:     {client.client_id}\nclient_secret: {secret}\n(the secret is shown only now)")
+    return 0
+
+
+def _clients_list(args: argparse.Namespace) -> int:
+    from signaling.access import offline
+
+    access = offline(args.db)
+    for c in access.clients.list():
+        print(f"{c.client_id}\t{c.agency}\t{c.role}\t{c.name}")
+    access.close()
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from signaling.access import offline
+
+    access = offline(args.db)
+    key = access.rotate_key(args.publish_ahead, operator="cli")
+    access.close()
+    print(f"new key {key['kid']} ({key['state']}): signs from {key['activate_at']:.0f} (unix time)")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from signaling.access import offline
+
+    access = offline(args.db)
+    for k in access.keys.describe():
+        print(f"{k['kid']}\t{k['state']}\tpublished={k['published']}")
+    access.close()
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from signaling.access import offline
+
+    access = offline(args.db)
+    result = access.audit.verify()
+    access.close()
+    if result.ok:
+        print(f"audit chain intact: {result.records} records")
+        return 0
+    print(f"audit chain BROKEN at record {result.bad_seq}: {result.problem}", file=sys.stderr)
+    return 1
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from signaling.access import offline
+    from signaling.audit import export
+
+    access = offline(args.db)
+    records = access.audit.query(camera=args.camera, incident=args.incident, agency=args.agency, limit=-1)
+    access.close()
+    if args.out is None:
+        count = export(records, sys.stdout, args.format)
+    else:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            count = export(records, out, args.format)
+    print(f"exported {count} records", file=sys.stderr)
     return 0
 
 

@@ -64,10 +64,17 @@ def run_demo(settings: ServerSettings, count: int) -> int:
     proc, base_url = start_cameras(Path.home() / ".cache" / "goldentime" / "clips", count)
     try:
         register(settings.db, base_url, count)
-        url = f"http://{settings.host}:{settings.port}/"
+        from signaling.access import demo_console_token
+
+        # Viewing needs a stream token even in the demo: a demo incident around the cameras, its token in
+        # the URL fragment (never sent to the server in requests or Referer; the page moves it to storage).
+        token = demo_console_token(settings.db, CITY_HALL[1], CITY_HALL[0])
+        url = f"http://{settings.host}:{settings.port}/#token={token}"
 
         def ready() -> None:
-            print(f"Goldentime demo: {count} simulated cameras. Open the console at {url}", flush=True)
+            print(
+                f"Goldentime demo: {count} simulated cameras. Open the console (token valid 1 h) at {url}", flush=True
+            )
 
         uvloop.run(serve_forever(settings, on_ready=ready))
     finally:

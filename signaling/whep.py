@@ -4,7 +4,10 @@
     PATCH  /whep/{camera_id}/{session_id}  application/trickle-ice-sdpfrag -> 204
     DELETE /whep/{camera_id}/{session_id}  -> 200
 
-Errors are JSON `{"error": ..., "detail": ...}` with the status a WHEP client expects.
+Every request needs `Authorization: Bearer <stream token>` (signaling/access.py decides and audits: 401 for
+a bad token, 403 for a closed or unshared incident or a camera outside its scope now); PATCH and DELETE
+only with the token that opened the session. Errors are JSON `{"error": ..., "detail": ...}` with the
+status a WHEP client expects.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 
 from aiohttp import web
 
+from signaling.access import ACCESS
 from signaling.worker_client import BadOffer, UnknownCamera, UnknownSession, Unsupported, WorkerClient
 
 log = logging.getLogger(__name__)
@@ -21,15 +25,6 @@ MAX_BODY = 64 * 1024  # an SDP offer is a few KiB
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 WORKER: web.AppKey[WorkerClient] = web.AppKey("worker")
-
-
-async def authorize(request: web.Request, camera_id: str) -> bool:
-    """THE access-control hook: may this request view `camera_id`? Currently allows everyone.
-
-    A later issue checks `Authorization: Bearer <JWT>` here (incident scope, expiry, revocation) and audits
-    the decision. Every WHEP request (POST, PATCH, DELETE) passes through it; False answers 403.
-    """
-    return True
 
 
 def error(status: int, message: str, detail: str = "") -> web.Response:
@@ -66,11 +61,11 @@ def etag(session_id: str) -> str:
 
 async def post_offer(request: web.Request) -> web.StreamResponse:
     camera_id = request.match_info["camera_id"]
-    worker = request.app[WORKER]
-    if not await authorize(request, camera_id):
-        return error(403, "forbidden", f"not allowed to view camera {camera_id}")
+    worker, access = request.app[WORKER], request.app[ACCESS]
+    grant = access.verify_stream(request, camera_id)  # raises 401/403 (audited)
     if not worker.has_camera(camera_id):
         return error(404, "unknown camera", camera_id)
+    access.check_scope(request, grant, camera_id)  # in the incident's scope now, or 403 (audited)
     sdp = await read_body(request, SDP)
     try:
         session_id, answer = await worker.offer(camera_id, sdp)
@@ -80,6 +75,7 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
         return error(400, "bad offer", str(exc))
     except Unsupported as exc:
         return error(503, "cannot serve", str(exc))
+    access.view_started(request, grant, camera_id, session_id)
     location = f"/whep/{camera_id}/{session_id}"
     headers = {"Location": location, "ETag": etag(session_id), "Accept-Patch": SDPFRAG}
     return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
@@ -87,8 +83,10 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
 
 async def patch_session(request: web.Request) -> web.StreamResponse:
     camera_id, session_id = request.match_info["camera_id"], request.match_info["session_id"]
-    if not await authorize(request, camera_id):
-        return error(403, "forbidden", f"not allowed to view camera {camera_id}")
+    access = request.app[ACCESS]
+    grant = access.verify_stream(request, camera_id)
+    access.check_scope(request, grant, camera_id)
+    access.check_session(request, grant, camera_id, session_id)
     fragment = await read_body(request, SDPFRAG)
     if request.headers.get("If-Match", "*") not in ("*", etag(session_id)):
         return error(412, "precondition failed", "If-Match does not match the session's ETag")
@@ -105,12 +103,14 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
 
 async def delete_session(request: web.Request) -> web.StreamResponse:
     camera_id, session_id = request.match_info["camera_id"], request.match_info["session_id"]
-    if not await authorize(request, camera_id):
-        return error(403, "forbidden", f"not allowed to view camera {camera_id}")
+    access = request.app[ACCESS]
+    grant = access.verify_stream(request, camera_id)  # ending a view needs no scope, only its own token
+    access.check_session(request, grant, camera_id, session_id)
     try:
         await request.app[WORKER].close(session_id)
     except UnknownSession as exc:
         return error(404, "unknown session", str(exc))
+    await access.view_ended(session_id, "viewer ended")
     return web.Response(status=200)
 
 

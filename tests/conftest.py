@@ -4,9 +4,13 @@ Cameras (all 640x360, 25 fps, 127.0.0.1, free ports):
     h264_camera       rtsp URL, H.264 constrained baseline, 1 s GOP, single slice
     h265_camera       rtsp URL, H.265 main, 1 s GOP
     long_gop_camera   rtsp URL, H.264, 4 s GOP (a joining viewer waits for a keyframe)
+    sliced_h264_camera rtsp URL, H.264, 1 s GOP, 4 slices per picture (as `-tune zerolatency` cameras)
     auth_camera       factory: auth_camera("basic" | "digest", user, password) -> rtsp URL
                       (credentials not in the URL; see peers.with_credentials)
-Clips: clips_dir, h264_clip, h265_clip, long_gop_clip (paths; made once per session).
+Clips: clips_dir, h264_clip, h265_clip, long_gop_clip, sliced_h264_clip (paths; made once per session).
+Fault injection: h264_capture, h265_capture (real RTP recorded from the cameras) and
+    bad_rtsp          async factory: await bad_rtsp("rtp_version_1", codec="h265") -> BadRtspServer
+                      (.url, .requests, .connections); modes documented on peers.BadRtspServer.
 Set GOLDENTIME_CLIP_CACHE=DIR to keep clips between sessions.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +27,17 @@ import pytest
 # Plain `pytest` from a checkout that is not pip-installed: make the project importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peers import Auth, AuthCamera, SimCam, missing_peers, simcam
+from peers import (
+    Auth,
+    AuthCamera,
+    BadRtspServer,
+    Capture,
+    FaultMode,
+    SimCam,
+    capture_rtsp_blocking,
+    missing_peers,
+    simcam,
+)
 
 from mediaserver.simcam.clips import ensure_clip
 
@@ -57,9 +71,15 @@ def long_gop_clip(clips_dir: Path, peers_available: None) -> Path:
 
 
 @pytest.fixture(scope="session")
-def camera_server(h264_clip: Path, h265_clip: Path, long_gop_clip: Path) -> Iterator[SimCam]:
-    """One camera process serving the three unauthenticated mounts."""
-    with simcam({"h264": h264_clip, "h265": h265_clip, "longgop": long_gop_clip}) as cam:
+def sliced_h264_clip(clips_dir: Path, peers_available: None) -> Path:
+    return ensure_clip(clips_dir, "h264", gop=25, slices=4)
+
+
+@pytest.fixture(scope="session")
+def camera_server(h264_clip: Path, h265_clip: Path, long_gop_clip: Path, sliced_h264_clip: Path) -> Iterator[SimCam]:
+    """One camera process serving the unauthenticated mounts."""
+    mounts = {"h264": h264_clip, "h265": h265_clip, "longgop": long_gop_clip, "sliced": sliced_h264_clip}
+    with simcam(mounts) as cam:
         yield cam
 
 
@@ -79,6 +99,11 @@ def long_gop_camera(camera_server: SimCam) -> str:
 
 
 @pytest.fixture(scope="session")
+def sliced_h264_camera(camera_server: SimCam) -> str:
+    return camera_server.url("sliced")
+
+
+@pytest.fixture(scope="session")
 def auth_camera(h264_clip: Path) -> Iterator[AuthCamera]:
     """auth_camera(method, user, password) -> URL of an H.264 mount behind that auth (one process each)."""
     running: dict[tuple[Auth, str, str], str] = {}
@@ -87,10 +112,41 @@ def auth_camera(h264_clip: Path) -> Iterator[AuthCamera]:
         def start(method: Auth, user: str = "admin", password: str = "secret") -> str:
             key = (method, user, password)
             if key not in running:
-                cam = stack.enter_context(
-                    simcam({"cam": h264_clip}, auth=method, user=user, password=password)
-                )
+                cam = stack.enter_context(simcam({"cam": h264_clip}, auth=method, user=user, password=password))
                 running[key] = cam.url("cam")
             return running[key]
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def h264_capture(h264_camera: str) -> Capture:
+    """~1-2 GOPs of real RTP recorded from h264_camera, for BadRtspServer."""
+    return capture_rtsp_blocking(h264_camera)
+
+
+@pytest.fixture(scope="session")
+def h265_capture(h265_camera: str) -> Capture:
+    return capture_rtsp_blocking(h265_camera)
+
+
+@pytest.fixture
+async def bad_rtsp(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[BadRtspServer]]]:
+    """await bad_rtsp(mode, codec="h264", good_packets=50, every=10) -> a started BadRtspServer.
+
+    Runs on the test's event loop (async tests); for sync tests use peers.bad_rtsp_in_thread.
+    """
+    servers: list[BadRtspServer] = []
+
+    async def start(mode: FaultMode = "replay", codec: str = "h264", **options: int) -> BadRtspServer:
+        capture = request.getfixturevalue(f"{codec}_capture")
+        server = BadRtspServer(capture, mode, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from access_helpers import FAST, grant
 from aiohttp import web
 from browser import chromium
 from feed import Unit, clip_camera, make_clip, read_units, rtsp_camera
 
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
+from signaling.access import ACCESS
 from signaling.app import create_app
 from signaling.worker_client import LocalWorkerClient
 
@@ -38,14 +40,18 @@ async def camera(request: pytest.FixtureRequest, units: list[Unit]) -> AsyncIter
 
 @pytest.fixture
 async def server(camera: Hub) -> AsyncIterator[tuple[str, Egress]]:
+    """(console URL with an operator's stream token in its fragment, egress)."""
     egress = Egress({camera.camera_id: camera}.get, ice_hosts=["127.0.0.1"])
-    cameras = [{"id": camera.camera_id, "name": "Test camera", "district": "Loopback", "codec": "h264"}]
-    runner = web.AppRunner(create_app(LocalWorkerClient(egress), lambda: cameras))
+    cameras = [{"id": camera.camera_id, "name": "Test camera", "district": "Loopback", "codec": "h264",
+                "lat": 37.5665, "lon": 126.978}]  # fmt: skip
+    app = create_app(LocalWorkerClient(egress), lambda: cameras, access=FAST)
+    token = grant(app[ACCESS], cameras[0])
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", egress
+    yield f"http://127.0.0.1:{port}/#token={token}", egress
     await runner.cleanup()
     await egress.close_all()
 
@@ -54,7 +60,7 @@ async def test_console_plays_a_camera_live(server: tuple[str, Egress]) -> None:
     url, egress = server
     async with chromium() as browser:
         page = await browser.new_page()
-        await page.goto(url + "/")
+        await page.goto(url)
         await page.click("#cameras li[data-camera=cam1]")  # as an operator would
         await page.wait_for_function("window.goldentime.firstPictureMs !== null", timeout=10_000)
         start: dict[str, Any] = await page.evaluate("({...window.goldentime})")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, cast
 
 import av
 import pytest
 from av.video.codeccontext import VideoCodecContext
-from peers import AuthCamera, BadRtspServer, Capture, capture_rtsp, ffprobe, with_credentials
+from peers import AuthCamera, BadRtspServer, Capture, capture_rtsp, ffprobe, simcam, with_credentials
 
 from mediaserver.hub import Hub, Unit
 from mediaserver.ingest import CameraIngest, State
@@ -80,6 +81,19 @@ async def test_ingest_matches_ffprobe(
     steps = {b.pts - a.pts for a, b in itertools.pairwise(units)}
     assert steps == {int(90000 / probe.fps)}  # one 90 kHz step per frame at ffprobe's frame rate
     assert ingest.errors == {} and ingest.status()["packets_lost"] == 0
+
+
+async def test_camera_with_access_unit_delimiters(h264_clip: Path) -> None:
+    """Many cameras (and x264 by default) start each unit with an AUD, before the parameter sets."""
+    with simcam({"cam": h264_clip}, aud=True) as cam:
+        ingest, recorder = ingest_for(cam.url("cam"))
+        try:
+            await wait_for(lambda: len(recorder.units) >= 30, 10)
+        finally:
+            await ingest.stop()
+    assert recorder.units[0].keyframe
+    assert all(u.data.startswith(b"\x00\x00\x00\x01\x09") for u in recorder.units if not u.keyframe)
+    assert len(decode(recorder.units, "h264")) >= 28
 
 
 @pytest.mark.parametrize("method", ["basic", "digest"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -18,6 +19,7 @@ from feed import Unit, clip_camera, feed, make_clip, read_units
 from mediaserver import bridge
 from mediaserver.egress import Egress, use_ice_hosts
 from mediaserver.hub import Hub
+from signaling.access import ACCESS
 from signaling.app import create_app
 from signaling.whep import MAX_BODY
 from signaling.worker_client import LocalWorkerClient
@@ -52,8 +54,9 @@ async def egress(hub: Hub) -> AsyncIterator[Egress]:
 
 @pytest.fixture
 async def client(egress: Egress) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(LocalWorkerClient(egress), lambda: CAMERAS, cors_origins=[ALLOWED])
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    app = create_app(LocalWorkerClient(egress), lambda: CAMERAS, cors_origins=[ALLOWED], access=FAST)
+    token = grant(app[ACCESS], CAMERAS[0])  # every WHEP request carries a stream token for an incident at cam1
+    async with TestClient(TestServer(app, host="127.0.0.1"), headers=auth(token)) as client:
         yield client
 
 

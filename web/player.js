@@ -4,10 +4,23 @@
 
 const $ = (id) => document.getElementById(id);
 const state = (window.goldentime = {
-  camera: null, state: "idle", error: null, sessionUrl: null, firstPictureMs: null,
+  camera: null, state: "idle", error: null, sessionUrl: null, firstPictureMs: null, lastFrameMs: null, endedMs: null,
   width: 0, height: 0, framesDecoded: 0, fps: 0, freezeCount: 0, packetsLost: 0, kbps: 0, codec: null,
 });
 let pc = null, statsTimer = null, cameras = [], run = 0;
+
+// The stream token (issued for one operator and one incident) arrives in the URL fragment, which browsers
+// never send to servers or in Referer; it is moved to sessionStorage (this tab only) and the fragment is
+// removed from the address bar and history.
+const token = (() => {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem("goldentime.token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("goldentime.token");
+})();
+const authorization = () => (token ? { Authorization: `Bearer ${token}` } : {});
 
 function setState(name, text) {
   state.state = name;
@@ -72,7 +85,7 @@ async function play(cameraId) {
   await stop();
   const my = ++run;
   const cam = cameras.find((c) => c.id === cameraId) || { id: cameraId };
-  Object.assign(state, { camera: cameraId, error: null, firstPictureMs: null, framesDecoded: 0, fps: 0, freezeCount: 0 });
+  Object.assign(state, { camera: cameraId, error: null, firstPictureMs: null, lastFrameMs: null, endedMs: null, framesDecoded: 0, fps: 0, freezeCount: 0 });
   show("title", cam.name || cam.id);
   show("subtitle", [cam.id, cam.district].filter(Boolean).join(" · "));
   show("overlay", "Connecting…");
@@ -90,9 +103,19 @@ async function play(cameraId) {
   peer.onconnectionstatechange = () => {
     if (peer !== pc) return;
     if (peer.connectionState === "failed") fail("connection failed");
+    if (peer.connectionState === "closed" || peer.connectionState === "disconnected") {
+      state.endedMs = Math.round(performance.now());  // the server ended the view (incident closed, revoked)
+      setState("ended", "ended");
+    }
+  };
+  const everyFrame = () => {
+    if (peer !== pc) return;
+    state.lastFrameMs = Math.round(performance.now());
+    video.requestVideoFrameCallback(everyFrame);
   };
   video.requestVideoFrameCallback(() => {
     if (peer !== pc) return;
+    everyFrame();
     state.firstPictureMs = Math.round(performance.now() - t0);
     show("s-first", `${state.firstPictureMs} ms`);
     $("overlay").hidden = true;
@@ -102,7 +125,7 @@ async function play(cameraId) {
     await peer.setLocalDescription(await peer.createOffer());
     await waitForGathering(peer, 2000);
     const res = await fetch(`/whep/${encodeURIComponent(cameraId)}`, {
-      method: "POST", headers: { "Content-Type": "application/sdp" }, body: peer.localDescription.sdp,
+      method: "POST", headers: { "Content-Type": "application/sdp", ...authorization() }, body: peer.localDescription.sdp,
     });
     if (res.status !== 201) {
       let detail = await res.text();
@@ -165,7 +188,7 @@ async function stop() {
   state.sessionUrl = null;
   if (pc) { pc.close(); pc = null; }
   $("video").srcObject = null;
-  if (url) fetch(url, { method: "DELETE" }).catch(() => {});
+  if (url) fetch(url, { method: "DELETE", headers: authorization() }).catch(() => {});
   $("stop").disabled = true;
   show("overlay", "Stopped");
   $("overlay").hidden = false;

@@ -30,6 +30,7 @@ log = logging.getLogger("goldentime.rtsp")
 
 Depacketizer = H264Depacketizer | H265Depacketizer
 PARAMETER_SET_TYPES = {"h264": (7,), "h265": (32, 33)}
+AUD_TYPES = {"h264": 9, "h265": 35}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +52,21 @@ class Timeouts:
 
 
 def starts_with_parameter_sets(codec: str, data: bytes) -> bool:
-    """Keyframes from core_ext begin with their parameter sets whenever the SDP or the stream gave them."""
-    if len(data) < 5:
-        return False
-    nal_type = data[4] & 0x1F if codec == "h264" else (data[4] >> 1) & 0x3F
+    """Keyframes from core_ext begin with their parameter sets (after an access unit delimiter, if any)
+    whenever the SDP or the stream gave them."""
+    nal_type, offset = _nal_type(codec, data, 0)
+    if nal_type == AUD_TYPES[codec]:
+        nal_type, _ = _nal_type(codec, data, offset + 1)
     return nal_type in PARAMETER_SET_TYPES[codec]
+
+
+def _nal_type(codec: str, data: bytes, start: int) -> tuple[int, int]:
+    """(type, header offset) of the NAL unit whose start code begins at or after `start`; -1 if none."""
+    found = data.find(b"\x00\x00\x01", start)
+    if found < 0 or found + 3 >= len(data):
+        return -1, len(data)
+    header = data[found + 3]
+    return (header & 0x1F if codec == "h264" else (header >> 1) & 0x3F), found + 3
 
 
 class RtspClient(asyncio.Protocol):

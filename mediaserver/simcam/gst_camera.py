@@ -5,7 +5,7 @@ Run with Debian's /usr/bin/python3 (it needs PyGObject: gi, Gst, GstRtspServer).
 import the project: it is started as a separate process by `mediaserver demo` and by the tests.
 
     /usr/bin/python3 gst_camera.py --port 8554 --mount /cam1=clip.mp4 --mount /cam2=hevc.mp4 \
-        [--auth basic|digest --user u --password p] [--fps 25]
+        [--auth basic|digest --user u --password p] [--fps 25] [--aud]
 
 Each clip is demuxed once into access units (ffmpeg, Annex-B). Each mount is a shared factory fed by
 an appsrc; a GLib timer pushes units ~100 ms ahead of the pipeline clock with explicit timestamps
@@ -90,7 +90,7 @@ def nal_type(codec: str, nal: bytes) -> int:
     return (nal[0] & 0x1F) if codec == "h264" else (nal[0] >> 1) & 0x3F
 
 
-def demux(path: str, fps: float | None) -> Clip:
+def demux(path: str, fps: float | None, keep_aud: bool = False) -> Clip:
     """Read the clip once into Annex-B access units, split at the AUDs ffmpeg inserts."""
     codec, rate = probe(path)
     bsf = (
@@ -109,7 +109,7 @@ def demux(path: str, fps: float | None) -> Clip:
         if nal_type(codec, nal) == aud:
             if current:
                 units.append(b"".join(b"\x00\x00\x00\x01" + n for n in current))
-            current = []
+            current = [nal] if keep_aud else []
         else:
             current.append(nal)
     if current:
@@ -219,6 +219,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--user", default="admin")
     p.add_argument("--password", default="admin")
     p.add_argument("--fps", type=float, help="override the clips' frame rate")
+    p.add_argument("--aud", action="store_true", help="start every access unit with an AUD, as many cameras do")
     return p.parse_args(argv)
 
 
@@ -238,7 +239,7 @@ def main(argv: list[str]) -> int:
         if not sep or not path or not clip_path:
             raise SystemExit(f"--mount {spec!r}: expected PATH=CLIP")
         if clip_path not in clips:
-            clips[clip_path] = demux(clip_path, args.fps)
+            clips[clip_path] = demux(clip_path, args.fps, args.aud)
         mounts.add_factory("/" + path.lstrip("/"), make_factory(clips[clip_path], use_auth))
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on {args.host}:{args.port}")

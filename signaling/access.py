@@ -1,0 +1,372 @@
+"""The access layer, composed: clients, keys, tokens, incidents, scope, audit and live views over one SQLite
+file, plus the decisions the HTTP handlers ask for (may this request view this camera now?) and the sweep
+that takes access back when it runs out.
+
+Every refusal raises `Denied` (401 or 403 with a JSON body naming the reason) and is audited first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from signaling.audit import AuditLog
+from signaling.clients import SCRYPT_N, Client, Clients
+from signaling.db import connect
+from signaling.incidents import Incident, Incidents, Spec
+from signaling.keys import PUBLISH_AHEAD_S, KeyStore
+from signaling.scope import Hit, ScopeIndex, camera_points
+from signaling.tokens import TokenError, Tokens, TokenSettings
+from signaling.views import CloseSession, View, ViewRegistry
+
+log = logging.getLogger(__name__)
+
+STREAM_SCOPE = "whep:view"
+API_SCOPE = "incidents"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    publish_ahead_s: float = PUBLISH_AHEAD_S
+    urn_domain: str = "goldentime.seoul"
+    sweep_s: float = 0.25  # how often expiry/revocation/scope is re-checked for every live view
+    camera_refresh_s: float = 10.0  # how often the camera list is compared with the scope index
+    scrypt_n: int = SCRYPT_N
+
+
+class Denied(web.HTTPException):
+    """A refusal with a JSON body: {"error": ..., "detail": ..., "field"?: ...}."""
+
+    def __init__(self, status: int, error: str, detail: str = "", field: str | None = None) -> None:
+        self.status_code = status
+        body = {"error": error, "detail": detail, **({"field": field} if field else {})}
+        headers = {"WWW-Authenticate": 'Bearer realm="goldentime", error="invalid_token"'} if status == 401 else None
+        super().__init__(text=web.json_response(body).text, content_type="application/json", headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A verified stream token and the incident it is for."""
+
+    claims: dict[str, Any]
+    incident: Incident
+
+    @property
+    def agency(self) -> str:
+        return str(self.claims["incident"]["agency"])
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class Access:
+    def __init__(
+        self,
+        db_path: str | Path,
+        close_session: CloseSession,
+        cameras: Callable[[], Iterable[Any]],
+        settings: AccessSettings | None = None,
+    ) -> None:
+        self.settings = s = settings or AccessSettings()
+        self.db = connect(db_path)
+        self.clients = Clients(self.db, s.scrypt_n)
+        retain = s.tokens.max_ttl_s + s.tokens.leeway_s + 60  # retired keys outlive every token they signed
+        self.keys = KeyStore(self.db, s.publish_ahead_s, retain)
+        self.tokens = Tokens(self.db, self.keys, s.tokens)
+        self._cameras = cameras
+        self.scope = ScopeIndex(camera_points(cameras()))
+        self.incidents = Incidents(self.db, self.scope, s.urn_domain)
+        self.incidents.open_incidents()  # warm the cache: the sweep watches these
+        self.audit: AuditLog = AuditLog(self.db)
+        self.views = ViewRegistry(close_session, self._view_ended)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sessions: Callable[[], set[str]] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self, live_sessions: Callable[[], set[str]] | None = None) -> None:
+        """Start the sweep (needs a running loop). `live_sessions()` lists the worker's sessions, so views
+        whose viewer simply left are audited as ended too."""
+        self._sessions = live_sessions
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        await self.views.end_where(lambda v: True, "server shutdown")
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def _sweep_forever(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.sweep_s)
+            try:
+                if time.monotonic() - last_refresh > self.settings.camera_refresh_s:
+                    last_refresh = time.monotonic()
+                    self.refresh_cameras()
+                await self.sweep()
+            except Exception:
+                log.exception("access sweep failed")
+
+    def refresh_cameras(self) -> bool:
+        return self.scope.update(camera_points(self._cameras()))
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Close incidents whose window ended; end every view whose access is gone. Returns views ended."""
+        now = time.time() if now is None else now
+        ended = 0
+        for incident in self.incidents.due_to_expire(now):
+            ended += await self.close_incident(incident, None, "window ended")
+        live = self._sessions() if self._sessions is not None else None
+        for view in self.views.all():
+            if live is not None and view.session_id not in live:
+                await self.views.end(view.session_id, "viewer left", close=False)
+                ended += 1
+                continue
+            reason = self._lapsed(view, now)
+            if reason:
+                await self.views.end(view.session_id, reason)
+                ended += 1
+        return ended
+
+    def _lapsed(self, view: View, now: float) -> str | None:
+        """Why a live view may no longer go on, or None."""
+        if view.exp <= now:
+            return "token expired"
+        if self.tokens.is_revoked(view.jti):
+            return "token revoked"
+        incident = self.incidents.get(view.incident)
+        if incident is None or not incident.is_open(now):
+            return "incident closed"
+        if view.agency not in incident.agencies:
+            return "incident no longer shared with the agency"
+        if not self.incidents.in_scope(incident, view.camera):
+            return "camera left the incident's scope"
+        return None
+
+    # -- operations (API and CLI) ----------------------------------------------------------------------
+
+    def add_client(
+        self, agency: str, name: str, role: str = "agency", operator: str | None = None
+    ) -> tuple[Client, str]:
+        client, secret = self.clients.add(agency, name, role)
+        self.audit.append(
+            "client.added", operator=operator, agency=agency, client_id=client.client_id, detail={"role": role}
+        )
+        return client, secret
+
+    def rotate_key(self, publish_ahead_s: float | None = None, operator: str | None = None) -> dict[str, Any]:
+        key = self.keys.rotate(publish_ahead_s)
+        detail = {"kid": key.kid, "state": key.state, "activate_at": key.activate_at}
+        self.audit.append("key.rotated", operator=operator, detail=detail)
+        return detail
+
+    def create_incident(self, spec: Spec, client: Client, operator: str | None, remote: str | None) -> Incident:
+        incident = self.incidents.create(spec, client.agency, client.client_id)
+        self.audit.append(
+            "incident.created", **self._who(client, operator, remote), incident=incident.id, basis=incident.basis,
+            detail={"service": incident.service, "shared_with": list(incident.shared_with),
+                    "geometry": incident.geometry["type"], "cameras": len(self.incidents.cameras(incident))},
+        )  # fmt: skip
+        return incident
+
+    def update_incident(
+        self, incident: Incident, changes: dict[str, Any], client: Client, operator: str | None, remote: str | None
+    ) -> Incident:
+        fields = sorted(changes)
+        updated = self.incidents.update(incident, changes)
+        detail: dict[str, Any] = {"fields": fields}
+        if "geometry" in fields:
+            detail["cameras"] = len(self.incidents.cameras(updated))
+        self.audit.append(
+            "incident.updated", **self._who(client, operator, remote), incident=incident.id, basis=incident.basis,
+            detail=detail,
+        )  # fmt: skip
+        return updated
+
+    async def close_incident(
+        self, incident: Incident, client: Client | None, reason: str, operator: str | None = None,
+        remote: str | None = None,
+    ) -> int:  # fmt: skip
+        """Close it and end every live view under it (concurrently). Returns the number of views ended."""
+        closed = self.incidents.close(incident, reason)
+        who = self._who(client, operator, remote) if client else {"agency": incident.owner}
+        self.audit.append("incident.closed", **who, incident=closed.id, basis=closed.basis, reason=reason)
+        return await self.views.end_where(lambda v: v.incident == closed.id, f"incident {reason}")
+
+    def issue_stream_token(
+        self, incident: Incident, client: Client, operator: str, ttl_s: int | None, remote: str | None
+    ) -> tuple[str, dict[str, Any], list[Hit]]:
+        context = {
+            "id": incident.id,
+            "service": incident.service,
+            "agency": client.agency,
+            "owner": incident.owner,
+            "basis": incident.basis,
+        }
+        ttl = min(ttl_s or self.settings.tokens.stream_ttl_s, int(incident.until - time.time()) + 1)
+        token, claims = self.tokens.issue(
+            self.settings.tokens.stream_audience, operator, client.client_id, client.agency, ttl,
+            {"scope": STREAM_SCOPE, "incident": context}, incident_id=incident.id,
+        )  # fmt: skip
+        cameras = self.incidents.cameras(incident)
+        self.audit.append(
+            "token.issued", **self._who(client, operator, remote), incident=incident.id, basis=incident.basis,
+            jti=claims["jti"], detail={"exp": claims["exp"], "cameras": len(cameras)},
+        )  # fmt: skip
+        return token, claims, cameras
+
+    def issue_api_token(self, client: Client, remote: str | None) -> tuple[str, dict[str, Any]]:
+        s = self.settings.tokens
+        token, claims = self.tokens.issue(
+            s.api_audience, client.client_id, client.client_id, client.agency, s.api_ttl_s,
+            {"scope": API_SCOPE, "agency": client.agency},
+        )  # fmt: skip
+        self.audit.append(
+            "token.issued", **self._who(client, None, remote), jti=claims["jti"], detail={"audience": s.api_audience}
+        )
+        return token, claims
+
+    async def revoke_token(self, jti: str, client: Client, remote: str | None) -> int:
+        """Revoke and end the token's live views now. Returns the number of views ended."""
+        record = self.tokens.get(jti)
+        self.tokens.revoke(jti)
+        self.audit.append(
+            "token.revoked", **self._who(client, None, remote), jti=jti,
+            incident=record.incident_id if record else None,
+        )  # fmt: skip
+        return await self.views.end_where(lambda v: v.jti == jti, "token revoked")
+
+    @staticmethod
+    def _who(client: Client | None, operator: str | None, remote: str | None) -> dict[str, Any]:
+        if client is None:
+            return {"operator": operator, "remote": remote}
+        return {"operator": operator, "agency": client.agency, "client_id": client.client_id, "remote": remote}
+
+    # -- decisions -------------------------------------------------------------------------------------
+
+    def deny(self, request: web.Request, status: int, error: str, detail: str = "", **audit: Any) -> Denied:
+        """Audit a refusal and return the exception to raise."""
+        self.audit.append(
+            "access.denied", reason=f"{error}: {detail}" if detail else error, remote=request.remote,
+            detail={"method": request.method, "path": request.path, "status": status}, **audit,
+        )  # fmt: skip
+        return Denied(status, error, detail)
+
+    def verify_stream(self, request: web.Request, camera_id: str) -> Grant:
+        """A WHEP request's token, verified: signature, claims, revocation, incident open and shared."""
+        token = bearer(request)
+        if token is None:
+            hint = "send Authorization: Bearer <token>"
+            raise self.deny(request, 401, "missing bearer token", hint, camera=camera_id)
+        try:
+            claims = self.tokens.verify(token, self.settings.tokens.stream_audience)
+        except TokenError as exc:
+            raise self.deny(request, exc.status, "invalid token", exc.reason, camera=camera_id) from None
+        context = claims.get("incident")
+        who: dict[str, Any] = {
+            "operator": claims.get("sub"),
+            "client_id": claims.get("client_id"),
+            "jti": claims.get("jti"),
+        }
+        if claims.get("scope") != STREAM_SCOPE or not isinstance(context, dict):
+            raise self.deny(request, 403, "not a stream token", "this token does not open cameras", camera=camera_id,
+                            **who)  # fmt: skip
+        who |= {"agency": context.get("agency"), "incident": context.get("id"), "basis": context.get("basis")}
+        incident = self.incidents.get(str(context.get("id")))
+        if incident is None:
+            raise self.deny(request, 403, "unknown incident", camera=camera_id, **who)
+        if not incident.is_open():
+            raise self.deny(request, 403, "incident closed", incident.closed_reason or "window ended", camera=camera_id,
+                            **who)  # fmt: skip
+        if context.get("agency") not in incident.agencies:
+            raise self.deny(request, 403, "incident not shared with the agency", camera=camera_id, **who)
+        return Grant(claims, incident)
+
+    def check_scope(self, request: web.Request, grant: Grant, camera_id: str) -> None:
+        if not self.incidents.in_scope(grant.incident, camera_id):
+            raise self.deny(
+                request, 403, "camera not in the incident's scope", f"{camera_id} is not near the incident now",
+                **self._grant_who(grant), camera=camera_id,
+            )  # fmt: skip
+
+    def check_session(self, request: web.Request, grant: Grant, camera_id: str, session_id: str) -> None:
+        """PATCH/DELETE: a session may only be touched with the token that opened it."""
+        view = self.views.get(session_id)
+        if view is not None and (view.jti != grant.claims["jti"] or view.camera != camera_id):
+            raise self.deny(
+                request, 403, "session belongs to another token", session_id, **self._grant_who(grant), camera=camera_id
+            )
+
+    def view_started(self, request: web.Request, grant: Grant, camera_id: str, session_id: str) -> None:
+        c, incident = grant.claims, grant.incident
+        view = View(session_id, camera_id, c["jti"], incident.id, c["sub"], grant.agency, c["client_id"],
+                    incident.basis, float(c["exp"]), request.remote)  # fmt: skip
+        self.views.add(view)
+        self.audit.append("view.started", **self._grant_who(grant), camera=camera_id, session=session_id,
+                          remote=request.remote)  # fmt: skip
+
+    async def view_ended(self, session_id: str, reason: str) -> None:
+        """The viewer ended its session (WHEP DELETE): already closed on the worker."""
+        await self.views.end(session_id, reason, close=False)
+
+    def _view_ended(self, view: View, reason: str) -> None:
+        self.audit.append(
+            "view.ended", operator=view.operator, agency=view.agency, client_id=view.client_id, camera=view.camera,
+            incident=view.incident, basis=view.basis, jti=view.jti, session=view.session_id, remote=view.remote,
+            reason=reason, duration_s=view.duration_s,
+        )  # fmt: skip
+
+    @staticmethod
+    def _grant_who(grant: Grant) -> dict[str, Any]:
+        c = grant.claims
+        return {"operator": c["sub"], "agency": grant.agency, "client_id": c["client_id"], "jti": c["jti"],
+                "incident": grant.incident.id, "basis": grant.incident.basis}  # fmt: skip
+
+
+ACCESS: web.AppKey[Access] = web.AppKey("access", Access)
+
+
+async def _no_sessions(session_id: str) -> None:
+    """The CLI has no worker: there are no live sessions to close."""
+
+
+def offline(db_path: str | Path) -> Access:
+    """The access layer without a worker, for admin commands (clients, keys, audit) beside a running server."""
+    return Access(db_path, _no_sessions, list)
+
+
+def demo_console_token(db_path: str | Path, lon: float, lat: float, radius_m: float = 1500) -> str:
+    """For `mediaserver demo` only: a demo client, a standing demo incident around (lon, lat) and an
+    hour-long stream token for the console URL's fragment. Secure by default still holds: the demo gets
+    access the same way an agency does, and it is all in the audit log."""
+    from signaling.incidents import parse_create, rfc3339
+
+    access = offline(db_path)
+    try:
+        client, _ = access.add_client("demo-console", "mediaserver demo", operator="demo")
+        body = {"service": "112-video", "basis": "demo: simulated cameras, no personal data",
+                "until": rfc3339(time.time() + 12 * 3600), "radius_m": radius_m, "nearest": 100,
+                "geometry": {"type": "Point", "coordinates": [lon, lat]}}  # fmt: skip
+        incident = access.create_incident(parse_create(body), client, "demo", None)
+        token, _, _ = access.issue_stream_token(incident, client, "demo viewer", 3600, None)
+        return token
+    finally:
+        access.close()

@@ -1,0 +1,49 @@
+"""Helpers for tests that need access: a registered agency client, an incident around a camera, a token.
+
+They use the access layer's Python API (the same calls the HTTP API makes), so a WHEP test can get a
+valid token in one line; the HTTP paths themselves are tested in test_incident_api.py.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from signaling.access import Access, AccessSettings
+from signaling.clients import Client
+from signaling.incidents import Incident, parse_create
+
+# Cheap scrypt for tests (the production cost is 2^14); the stored hash records the cost used.
+FAST = AccessSettings(scrypt_n=2**4)
+
+
+def until(seconds: float = 3600) -> str:
+    return datetime.fromtimestamp(time.time() + seconds, UTC).isoformat()
+
+
+def agency(access: Access, slug: str = "police-112", role: str = "agency") -> tuple[Client, str]:
+    return access.add_client(slug, f"{slug} test app", role)
+
+
+def incident_around(
+    access: Access, client: Client, lon: float, lat: float, radius_m: float = 500, **extra: Any
+) -> Incident:
+    body = {"service": "112-video", "basis": "Personal Information Protection Act art. 25(1)4 (emergency)",
+            "until": until(), "geometry": {"type": "Point", "coordinates": [lon, lat]}, "radius_m": radius_m,
+            **extra}  # fmt: skip
+    return access.create_incident(parse_create(body), client, "test operator", "127.0.0.1")
+
+
+def grant(access: Access, camera: dict[str, Any], operator: str = "officer kim", ttl_s: int | None = None) -> str:
+    """A stream token that opens `camera` (a dict with id, lat, lon): new client, incident around it."""
+    client, _ = agency(access)
+    access.refresh_cameras()
+    incident = incident_around(access, client, float(camera["lon"]), float(camera["lat"]), 50)
+    token, _, hits = access.issue_stream_token(incident, client, operator, ttl_s, "127.0.0.1")
+    assert camera["id"] in {h[0] for h in hits}, hits
+    return token
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
