@@ -1,7 +1,12 @@
 """Time to first picture (TTFP) and age of that picture, measured in headless Chromium over WHEP.
 
-    .venv/bin/python benchmarks/ttfp.py --whep-url http://127.0.0.1:8080 --camera clock --mode passthrough
-    .venv/bin/python benchmarks/ttfp.py --start-server --mode passthrough   # clock camera + mediaserver serve
+    .venv/bin/python benchmarks/ttfp.py --start-server            # clock camera + serve, all three policies
+    .venv/bin/python benchmarks/ttfp.py --whep-url http://127.0.0.1:8080 --camera clock --token T --mode mine
+
+With --start-server one clock camera (4 s GOP) is started and `mediaserver serve` is run once per
+first-picture policy (`--modes`, default keyframe,gop,live: wait for the camera's next keyframe, replay
+the cached GOP, open on a fresh IDR of the newest frame), so all three are compared in one run on the
+same camera and machine.
 
 Each join opens a fresh page at a random moment (uniform over `--spread` seconds, so joins land
 anywhere in the camera's GOP), creates an RTCPeerConnection, POSTs the offer to
@@ -10,7 +15,7 @@ anywhere in the camera's GOP), creates an RTCPeerConnection, POSTs the offer to
     age_ms   Date.now() at that moment - the wall-clock stamp in the frame (benchmarks/clock_camera.py);
              same machine, same clock, so this is how old the first picture shown is
 The page is served (Playwright route) on the WHEP server's own origin, so no CORS setup is needed.
-Prints p50/p95 and writes benchmarks/results/ttfp-<date>-<mode>.md.
+Prints p50/p95 and writes benchmarks/results/ttfp-<date>.md.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ FLAGS = [
     "--disable-features=WebRtcHideLocalIpsWithMdns",  # mDNS candidates delayed the first frame ~1.3 s
 ]  # fmt: skip
 PAGE_PATH = "/__goldentime_ttfp__.html"
+LAT, LON = 37.5663, 126.9779  # where the clock camera "stands" (Seoul City Hall)
+MODES = ("keyframe", "gop", "live")
 
 # The join, run in the page. Resolves to {ttfp_ms, signaling_ms, age_ms, stamp, width, height}.
 JOIN_JS = """
@@ -55,6 +62,7 @@ async ({whepUrl, token, timeoutMs}) => {
   const t0 = performance.now();
   const pc = new RTCPeerConnection();
   window.__pc = pc;
+  window.__token = token;
   pc.addTransceiver("video", {direction: "recvonly"});
   const video = document.createElement("video");
   video.muted = true; video.autoplay = true; video.playsInline = true;
@@ -94,7 +102,8 @@ async ({whepUrl, token, timeoutMs}) => {
 LEAVE_JS = """
 async () => {
   if (window.__pc) window.__pc.close();
-  if (window.__location) await fetch(window.__location, {method: "DELETE"}).catch(() => {});
+  const headers = window.__token ? {Authorization: "Bearer " + window.__token} : {};
+  if (window.__location) await fetch(window.__location, {method: "DELETE", headers}).catch(() => {});
 }
 """
 
@@ -140,13 +149,13 @@ async def join_once(context: BrowserContext, base: str, camera: str, token: str,
         await page.close()
 
 
-async def run_joins(args: argparse.Namespace, base: str) -> list[Join]:
+async def run_joins(args: argparse.Namespace, base: str, token: str) -> list[Join]:
     joins: list[Join] = []
     async with chromium() as context:
-        await join_once(context, base, args.camera, args.token, args.timeout)  # warm-up, not counted
+        await join_once(context, base, args.camera, token, args.timeout)  # warm-up, not counted
         for i in range(args.joins):
             await asyncio.sleep(random.uniform(0, args.spread))
-            join = await join_once(context, base, args.camera, args.token, args.timeout)
+            join = await join_once(context, base, args.camera, token, args.timeout)
             joins.append(join)
             print(
                 f"join {i + 1:2}/{args.joins}: " + (join.error or f"ttfp {join.ttfp_ms:.0f} ms, age {join.age_ms} ms")
@@ -183,30 +192,41 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {platform.platform()}, {chromium_version}"
 
 
-def write_report(args: argparse.Namespace, joins: list[Join], rows: dict[str, str]) -> Path:
+def write_report(args: argparse.Namespace, runs: dict[str, list[Join]]) -> Path:
     now = dt.datetime.now()
-    out = Path(args.results) / f"ttfp-{now:%Y-%m-%d-%H%M}-{args.mode}.md"
+    out = Path(args.results) / f"ttfp-{now:%Y-%m-%d-%H%M}.md"
+    rows = {mode: summary(joins) for mode, joins in runs.items()}
     lines = [
-        f"# Time to first picture — {args.mode}",
+        "# Time to first picture and its age",
         "",
         f"- date: {now:%Y-%m-%d %H:%M}",
         f"- machine: {machine()}",
-        f"- command: `{shlex.join([sys.executable, *sys.argv])}`",
+        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
         f"- camera: {args.camera_desc}",
-        f"- joins: {len(joins)}, each after a random pause of 0 to {args.spread} s",
+        f"- joins per policy: {args.joins}, each after a random pause of 0 to {args.spread} s",
+        "- ttfp: RTCPeerConnection created -> first frame presented (requestVideoFrameCallback)",
+        "- age: wall clock when presented - wall clock stamped into that frame by the camera",
         "",
-        "| metric | ms |",
-        "| --- | --- |",
-        *(f"| {name} | {value} |" for name, value in rows.items()),
-        "",
-        "| join | ttfp ms | age ms | signaling ms | error |",
+        "| policy | ttfp ms | age of first picture ms | signaling ms | failed |",
         "| --- | --- | --- | --- | --- |",
         *(
-            f"| {i + 1} | {_fmt(j.ttfp_ms)} | {_fmt(j.age_ms)} | {_fmt(j.signaling_ms)} | {j.error} |"
-            for i, j in enumerate(joins)
+            f"| {mode} | {r['ttfp_ms']} | {r['age_ms']} | {r['signaling_ms']} | {r['failed']} |"
+            for mode, r in rows.items()
         ),
         "",
     ]
+    for mode, joins in runs.items():
+        lines += [
+            f"## {mode}",
+            "",
+            "| join | ttfp ms | age ms | signaling ms | error |",
+            "| --- | --- | --- | --- | --- |",
+            *(
+                f"| {i + 1} | {_fmt(j.ttfp_ms)} | {_fmt(j.age_ms)} | {_fmt(j.signaling_ms)} | {j.error} |"
+                for i, j in enumerate(joins)
+            ),
+            "",
+        ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
@@ -258,36 +278,50 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
 
 
 @contextlib.contextmanager
-def started_server(args: argparse.Namespace) -> Iterator[str]:
-    """Clock camera + `mediaserver serve` on a temporary registry; yields the WHEP base URL."""
+def started_camera(args: argparse.Namespace) -> Iterator[str]:
+    """The clock camera; yields its RTSP URL."""
     camera = [SYSTEM_PYTHON, str(HERE / "clock_camera.py"), "--port", "0", "--gop", str(args.gop)]
-    with process(camera, "READY ") as ready, tempfile.TemporaryDirectory(prefix="ttfp-") as tmp:
-        rtsp = ready.split()[1] + "/clock"
+    with process(camera, "READY ") as ready:
+        yield ready.split()[1] + "/clock"
+
+
+@contextlib.contextmanager
+def started_server(args: argparse.Namespace, rtsp: str, mode: str) -> Iterator[tuple[str, str]]:
+    """`mediaserver serve --first-picture MODE` on a temporary registry holding the clock camera, and a
+    stream token for it (obtained as the demo does: a client, an incident around it, a token);
+    yields (WHEP base URL, token)."""
+    from signaling.access import demo_console_token
+
+    with tempfile.TemporaryDirectory(prefix="ttfp-") as tmp:
         db = str(Path(tmp) / "ttfp.db")
         cli = [sys.executable, "-m", "mediaserver.cli"]
         add = [*cli, "cameras", "add", "--db", db, "--id", args.camera, "--name", "Clock camera"]
-        subprocess.run([*add, "--lat", "0", "--lon", "0", "--url", rtsp], check=True, cwd=ROOT)
+        subprocess.run([*add, "--lat", str(LAT), "--lon", str(LON), "--url", rtsp], check=True, cwd=ROOT)
+        token = demo_console_token(db, LON, LAT)
         http = f"127.0.0.1:{args.port}"
-        serve = [*cli, "serve", "--db", db, "--http", http, "--ice-host", "127.0.0.1", *args.server_arg]
-        log = Path(args.results) / f"server-{args.mode}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        serve = [*cli, "serve", "--db", db, "--http", http, "--ice-host", "127.0.0.1", "--first-picture", mode]
+        log = Path(tmp) / "server.log"
         with log.open("w") as log_file:
-            server = subprocess.Popen(serve, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
-        print(f"server log: {log}")
+            server = subprocess.Popen([*serve, *args.server_arg], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             wait_http(f"http://{http}/", server)
             time.sleep(args.settle)  # let ingest connect and see a keyframe
-            yield f"http://{http}"
+            yield f"http://{http}", token
         finally:
             server.terminate()
             server.wait(10)
+            if args.keep_logs:
+                Path(args.results).mkdir(parents=True, exist_ok=True)
+                (Path(args.results) / f"server-{mode}.log").write_text(log.read_text())
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--whep-url", help="server base URL, e.g. http://127.0.0.1:8080 (WHEP at /whep/{camera})")
     p.add_argument("--camera", default="clock", help="camera id (default %(default)s)")
-    p.add_argument("--mode", default="default", help="label for the report, e.g. passthrough, gop-replay")
+    p.add_argument("--mode", default="external", help="with --whep-url: label for the report")
+    p.add_argument("--modes", default=",".join(MODES), help="with --start-server: first-picture policies to compare")
+    p.add_argument("--keep-logs", action="store_true", help="with --start-server: copy server logs to --results")
     p.add_argument("--joins", type=int, default=20)
     p.add_argument("--spread", type=float, default=4.0, help="max random pause before each join, s")
     p.add_argument("--timeout", type=float, default=15.0, help="per join, s")
@@ -302,20 +336,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.whep_url and not args.start_server:
         p.error("give --whep-url or --start-server")
     args.camera_desc = (
-        f"clock camera 640x360 25 fps, GOP {args.gop} frames (started here)" if args.start_server else args.camera
+        f"clock camera 640x360 25 fps, x264 zerolatency, GOP {args.gop} frames, RTSP over TCP (started here)"
+        if args.start_server
+        else args.camera
     )
     return args
 
 
+async def run_modes(args: argparse.Namespace) -> dict[str, list[Join]]:
+    if not args.start_server:
+        return {args.mode: await run_joins(args, args.whep_url.rstrip("/"), args.token)}
+    runs: dict[str, list[Join]] = {}
+    with started_camera(args) as rtsp:
+        for mode in args.modes.split(","):
+            print(f"--- first picture policy: {mode}")
+            with started_server(args, rtsp, mode) as (base, token):
+                runs[mode] = await run_joins(args, base, token)
+    return runs
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    with started_server(args) if args.start_server else contextlib.nullcontext(args.whep_url) as base:
-        joins = asyncio.run(run_joins(args, base.rstrip("/")))
-    rows = summary(joins)
-    for name, value in rows.items():
-        print(f"{name:13} {value}")
-    print(f"report: {write_report(args, joins, rows)}")
-    return 0 if not any(j.error for j in joins) else 1
+    runs = asyncio.run(run_modes(args))
+    for mode, joins in runs.items():
+        print(f"{mode:10} " + "  ".join(f"{name} {value}" for name, value in summary(joins).items()))
+    print(f"report: {write_report(args, runs)}")
+    return 0 if not any(j.error for joins in runs.values() for j in joins) else 1
 
 
 if __name__ == "__main__":
