@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mediaserver.bridge import START_POLICIES
 from mediaserver.registry import Registry, RegistryError, import_csv, make_camera
 
 if TYPE_CHECKING:
@@ -114,6 +115,13 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
     p.add_argument("--cors-origin", action="append", default=[], help="an origin allowed to call WHEP/API (repeatable)")
     p.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport to cameras")
     p.add_argument("--ice-host", action="append", default=None, help="only offer ICE host candidates on this address")
+    p.add_argument(
+        "--first-picture",
+        choices=START_POLICIES,
+        default="live",
+        help="how a new viewer starts: live (a fresh IDR of the newest frame; default); gop (replay the cached "
+        "GOP) and keyframe (wait for the camera's next one) exist for comparison benchmarks",
+    )
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:

@@ -73,3 +73,17 @@ def test_cli_import_add_list_never_prints_credentials(tmp_path: Path, capsys: py
     assert row == ("rtsp://h/x", "hunter2")
     assert main(["cameras", "add", "--db", db, "--id", "x3", "--name", "n", "--lat", "99", "--lon", "1",
                  "--url", "rtsp://h/"]) == 2  # fmt: skip
+
+
+def test_serve_options_reach_the_worker_settings() -> None:
+    from mediaserver.cli import _parser, _settings
+
+    args = _parser().parse_args(
+        ["serve", "--db", "x.db", "--http", "0.0.0.0:9000", "--transport", "udp", "--first-picture", "gop",
+         "--ice-host", "127.0.0.1", "--cors-origin", "https://portal.example"]
+    )  # fmt: skip
+    settings = _settings(args)
+    assert (settings.db, settings.host, settings.port) == ("x.db", "0.0.0.0", 9000)
+    assert settings.cors_origins == ["https://portal.example"]
+    worker = settings.worker
+    assert (worker.transport, worker.first_picture, worker.ice_hosts) == ("udp", "gop", ["127.0.0.1"])
