@@ -396,15 +396,23 @@ class BadRtspServer:
     hang_after_play      PLAY answered 200, then nothing: no media and no answers to requests.
 
     A SETUP asking for UDP is answered 461 Unsupported Transport. `requests` records each request
-    line received, `connections` counts accepted connections (for reconnect tests).
+    line received, `connections` counts accepted connections (for reconnect tests). `session_timeout`
+    is the timeout announced in the Session header (keep-alive tests).
     """
 
     def __init__(
-        self, capture: Capture, mode: FaultMode = "replay", *, good_packets: int = 50, every: int = 10
+        self,
+        capture: Capture,
+        mode: FaultMode = "replay",
+        *,
+        good_packets: int = 50,
+        every: int = 10,
+        session_timeout: int = 60,
     ) -> None:
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}")
         self.capture, self.mode, self.good_packets, self.every = capture, mode, good_packets, every
+        self.session_timeout = session_timeout
         self.requests: list[str] = []
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -501,7 +509,7 @@ class BadRtspServer:
         elif method not in ("PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER"):
             status = "405 Method Not Allowed"
         if method != "OPTIONS":
-            extra.append("Session: 12345678;timeout=60")
+            extra.append(f"Session: 12345678;timeout={self.session_timeout}")
         lines = [f"RTSP/1.0 {status}", f"CSeq: {headers.get('cseq', '0')}", *extra]
         lines.append(f"Content-Length: {len(body.encode())}")
         return "\r\n".join(lines) + "\r\n\r\n" + body

@@ -114,6 +114,19 @@ def capture(h264_camera: str) -> Capture:
     return asyncio.run(capture_rtsp(h264_camera, seconds=2.5))
 
 
+async def test_keep_alive_before_the_session_timeout(capture: Capture) -> None:
+    async with BadRtspServer(capture, "replay", session_timeout=2) as server:
+        ingest, recorder = ingest_for(server.url)
+        try:
+            await asyncio.sleep(3.5)
+        finally:
+            await ingest.stop()
+    keepalives = [r for r in server.requests if r.startswith("GET_PARAMETER")]
+    assert len(keepalives) >= 2  # every timeout/2 = 1 s, GET_PARAMETER as the server's Public lists it
+    assert ingest.connects == 1 and ingest.errors == {} and len(recorder.units) >= 60
+    assert server.requests[-1].startswith("TEARDOWN")  # stopping a camera ends its session politely
+
+
 # mode -> (error kind the ingest must count, or None; whether media must keep flowing)
 FAULTS: dict[str, tuple[str | None, bool]] = {
     "bad_status_line": ("malformed_response", False),
