@@ -122,7 +122,9 @@ def bench_scope(cameras: list[dict[str, Any]], n: int) -> dict[str, Any]:
 
 
 async def bench_close(views: int, clip_dir: Path) -> dict[str, Any]:
-    units = read_units(make_clip(clip_dir / "c.h264", seconds=2, gop=25))
+    # A small picture: the viewers run in this process and decode what they get, and 2 cores must hold
+    # both them and the server's sessions. The close path does not depend on the picture size.
+    units = read_units(make_clip(clip_dir / "c.h264", seconds=2, gop=25, size="160x96"))
     hub = Hub("cam")
     feeder = asyncio.create_task(feed(hub, units, start=5))
     egress = Egress({"cam1": hub}.get, ice_hosts=["127.0.0.1"])

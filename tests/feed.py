@@ -34,8 +34,8 @@ class Unit:
     codec: str = "h264"
 
 
-def make_clip(path: Path, seconds: int = 8, gop: int = 100, codec: str = "h264") -> Path:
-    """640x360 25 fps testsrc, single slice, no B-frames; parameter sets repeated before every keyframe."""
+def make_clip(path: Path, seconds: int = 8, gop: int = 100, codec: str = "h264", size: str = "640x360") -> Path:
+    """25 fps testsrc (640x360 unless `size`), single slice, no B-frames; parameter sets before every keyframe."""
     if codec == "h264":
         enc = ["-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-bf", "0"]
         enc += ["-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1:slices=1"]
@@ -47,7 +47,7 @@ def make_clip(path: Path, seconds: int = 8, gop: int = 100, codec: str = "h264")
             f"log-level=error:keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1",
         ]
         fmt = "hevc"
-    source = ["-f", "lavfi", "-i", f"testsrc=size=640x360:rate={FPS}", "-t", str(seconds)]
+    source = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={FPS}", "-t", str(seconds)]
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", *source, "-pix_fmt", "yuv420p", *enc, "-b:v", "800k", "-f", fmt, str(path)],
         check=True,
