@@ -270,7 +270,7 @@ class Access:
         )  # fmt: skip
         return Denied(status, error, detail)
 
-    def verify_stream(self, request: web.Request, camera_id: str) -> Grant:
+    def verify_stream(self, request: web.Request, camera_id: str | None) -> Grant:
         """A WHEP request's token, verified: signature, claims, revocation, incident open and shared."""
         token = bearer(request)
         if token is None:

@@ -187,10 +187,12 @@ async def test_cors(client: TestClient[Any, Any]) -> None:
 async def test_camera_api_and_console(client: TestClient[Any, Any]) -> None:
     res = await client.get("/api/cameras", headers={"Origin": ALLOWED})
     assert res.headers["Access-Control-Allow-Origin"] == ALLOWED
-    cameras = await res.json()
+    cameras = await res.json()  # a stream token lists what its incident opens, with distances
     assert cameras[0] == {"id": "cam1", "name": "Main gate", "district": "Jung-gu", "lat": 37.56,
-                          "lon": 126.97, "codec": "h264"}  # fmt: skip
+                          "lon": 126.97, "codec": "h264", "distance_m": 0.0}  # fmt: skip
     assert "secret" not in await res.text()
+    anonymous = await client.get("/api/cameras", headers={"Authorization": ""})
+    assert anonymous.status == 401 and "authentication required" in await anonymous.text()
     index = await client.get("/")
     assert index.status == 200 and "player.js" in await index.text()
     assert (await client.get("/web/player.js")).status == 200

@@ -33,7 +33,7 @@ function show(id, text) { $(id).textContent = text; }
 
 async function loadCameras() {
   try {
-    const res = await fetch("/api/cameras");
+    const res = await fetch("/api/cameras", { headers: authorization() });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     cameras = await res.json();
     renderList();
