@@ -8,7 +8,8 @@ where its viewers switch to plain passthrough starting with that real keyframe.
 
 One bridge per camera and GOP, shared by every viewer that joins during that GOP (a later joiner forces the
 next bridge frame to be an IDR). All units keep the camera's own pts (90 kHz), so the switch is seamless.
-For a codec the browser can't decode (H.265) the bridge simply never switches: it is the transcode.
+For a codec the browser can't decode (H.265), or a profile other than the camera's own (transcode.py: e.g.
+`low`, 640x360), the bridge simply never switches: it is the transcode, one per (camera, profile).
 
 `ViewerFeed` is what one viewer sends: bridge frames first where needed, then its own hub subscription.
 """
@@ -27,6 +28,7 @@ import av
 from av.video.frame import PictureType, VideoFrame
 
 from mediaserver.hub import Hub, Subscription, Unit
+from mediaserver.transcode import MAIN, Profile, codec_name
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ TIME_BASE = Fraction(1, 90000)
 MIN_REFRESH_INTERVAL = 1.0  # s between keyframes served to one viewer on its request (PLI storms)
 VIEW_QUEUE = 32  # bridge frames buffered per viewer before it is treated as slow
 BRIDGE_QUEUE = 256  # units buffered for the bridge while it decodes
+# One thread per decoder and encoder: a worker runs one process per core, and single-threaded codecs gave the
+# most frames per CPU-second (benchmarks/transcode_bench.py: 720p H.265 -> H.264 at ~3.7 ms a frame, so even
+# 1080p keeps 25 fps on one core). 0 lets libavcodec/x264 use every core instead.
+TRANSCODE_THREADS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +49,6 @@ class Encoded:
     data: bytes
     pts: int
     keyframe: bool
-
-
-def _codec_name(codec: str) -> str:
-    return "hevc" if codec.lower() in ("h265", "hevc") else "h264"
 
 
 def _estimate_rate(gop: Sequence[Unit]) -> tuple[int, Fraction]:
@@ -60,19 +62,33 @@ def _estimate_rate(gop: Sequence[Unit]) -> tuple[int, Fraction]:
 
 
 class Transcoder:
-    """A decoder for the camera's codec and an H.264 encoder. Blocking: call from one thread at a time."""
+    """A decoder for the camera's codec and an H.264 encoder for a profile (size, bit rate). Blocking: call
+    from one thread at a time. `cpu_s` adds up the thread CPU time spent in it (benchmarks, metrics)."""
 
-    def __init__(self, codec: str, bit_rate: int, fps: Fraction) -> None:
-        self._decoder: av.VideoCodecContext = av.CodecContext.create(_codec_name(codec), "r")  # type: ignore[assignment]
+    def __init__(
+        self, codec: str, bit_rate: int, fps: Fraction, profile: Profile = MAIN, threads: int = TRANSCODE_THREADS
+    ) -> None:
+        self._decoder: av.VideoCodecContext = av.CodecContext.create(codec_name(codec), "r")  # type: ignore[assignment]
         # No frame threading: each unit in gives its frame out at once (cameras send no B-frames).
         self._decoder.thread_type = "SLICE"
+        self._decoder.thread_count = threads
+        self._threads = threads
         self._decoder.flags |= av.codec.context.Flags.low_delay
-        self._bit_rate = bit_rate
+        self._profile = profile
+        self._bit_rate = profile.bit_rate or bit_rate
         self._fps = fps
         self._encoder: av.VideoCodecContext | None = None
+        self.cpu_s = 0.0
 
     def decode(self, units: Sequence[Unit]) -> VideoFrame | None:
         """Decode all units; the newest picture (its pts is the source pts), or None."""
+        started = time.thread_time()
+        try:
+            return self._decode(units)
+        finally:
+            self.cpu_s += time.thread_time() - started
+
+    def _decode(self, units: Sequence[Unit]) -> VideoFrame | None:
         newest = None
         for unit in units:
             packet = av.Packet(unit.data)
@@ -86,10 +102,18 @@ class Transcoder:
         return newest
 
     def encode(self, frame: VideoFrame, pts: int, idr: bool) -> tuple[bytes, bool]:
-        """Encode one frame as H.264 (Annex-B); `idr` forces an IDR with SPS/PPS in front."""
+        """Encode one frame as H.264 (Annex-B) at the profile's size; `idr` forces an IDR with SPS/PPS."""
+        started = time.thread_time()
+        try:
+            return self._encode(frame, pts, idr)
+        finally:
+            self.cpu_s += time.thread_time() - started
+
+    def _encode(self, frame: VideoFrame, pts: int, idr: bool) -> tuple[bytes, bool]:
+        width, height = self._profile.size(frame.width, frame.height)
+        if frame.format.name != "yuv420p" or (width, height) != (frame.width, frame.height):
+            frame = frame.reformat(width=width, height=height, format="yuv420p")
         encoder = self._encoder_for(frame)
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
         frame.pts = pts
         frame.time_base = TIME_BASE
         frame.pict_type = PictureType.I if idr else PictureType.NONE
@@ -109,6 +133,7 @@ class Transcoder:
         enc.gop_size = 1 << 20  # IDRs only when asked for: the camera's own keyframes end the bridge
         # Baseline: Chromium's offer lists 42e01f; zerolatency: one frame in, one frame out, no lookahead.
         enc.profile = "Baseline"
+        enc.thread_count = self._threads
         enc.options = {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1", "x264-params": "scenecut=0"}
         self._encoder = enc
         return enc
@@ -125,6 +150,7 @@ class BridgeView:
         self.active = active
         self._queue: asyncio.Queue[Encoded | None] = asyncio.Queue(VIEW_QUEUE)
         self._started = False
+        self.overflows = 0  # times this viewer could not keep up and was restarted on an IDR
 
     def activate(self) -> None:
         """Start receiving, from an IDR of the next camera frame."""
@@ -140,6 +166,7 @@ class BridgeView:
         try:
             self._queue.put_nowait(enc)
         except asyncio.QueueFull:  # slow viewer: drop what it has, restart it on the next IDR
+            self.overflows += 1
             self._drain()
             self._started = False
             self.bridge.request_idr()
@@ -165,10 +192,12 @@ class BridgeView:
 class Bridge:
     """The shared transcode of one camera from a cached GOP up to the camera's next keyframe."""
 
-    def __init__(self, hub: Hub, passthrough: bool, on_done: Callable[[Bridge], None] | None = None) -> None:
+    def __init__(self, hub: Hub, profile: Profile = MAIN, on_done: Callable[[Bridge], None] | None = None) -> None:
         self.hub = hub
+        self.profile = profile
         self._on_done = on_done
-        self.passthrough = passthrough  # False: transcode forever (codec the browser can't decode)
+        # False: transcode forever (a codec the browser can't decode, or another size/rate: transcode.py)
+        self.passthrough = profile.passthrough(hub.codec)
         self._snapshot: list[Unit] = hub.gop()
         self.key_pts = self._snapshot[0].pts if self._snapshot else None
         # Snapshot and subscription in the same tick: no unit is missed or seen twice.
@@ -182,8 +211,9 @@ class Bridge:
         self.decoded = 0  # units decoded
         self.started_at = time.monotonic()
         rate, fps = _estimate_rate(self._snapshot)
-        self._transcoder = Transcoder(hub.codec, rate, fps)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"bridge-{hub.camera_id}")
+        self.transcoder = Transcoder(hub.codec, rate, fps, profile)
+        name = f"bridge-{hub.camera_id}-{profile.name}"
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
 
     def join(self, active: bool = True) -> BridgeView:
         view = BridgeView(self, active)
@@ -249,14 +279,14 @@ class Bridge:
                 if self.passthrough and unit.keyframe:
                     return
                 continue
-            frame = await loop.run_in_executor(None, self._transcoder.decode, batch)
+            frame = await loop.run_in_executor(None, self.transcoder.decode, batch)
             self.decoded += len(batch)
             if frame is not None and any(v.active for v in self._views):  # else only keep decoding
                 await self._encode(loop, frame, batch[-1].pts if frame.pts is None else frame.pts)
 
     async def _encode(self, loop: asyncio.AbstractEventLoop, frame: VideoFrame, pts: int) -> None:
         idr, self._force_idr = self._force_idr, False
-        data, keyframe = await loop.run_in_executor(None, self._transcoder.encode, frame, pts, idr)
+        data, keyframe = await loop.run_in_executor(None, self.transcoder.encode, frame, pts, idr)
         if not data:
             return
         self.frames += 1
@@ -266,17 +296,18 @@ class Bridge:
 
 
 class BridgePool:
-    """The bridges of one worker: at most one current bridge per camera."""
+    """The bridges of one worker: at most one current bridge per camera and profile (the transcodes)."""
 
     def __init__(self) -> None:
-        self._bridges: dict[str, Bridge] = {}
+        self._bridges: dict[tuple[str, str], Bridge] = {}
 
-    def join(self, hub: Hub, active: bool = True) -> BridgeView:
-        """A place on the camera's current bridge, started if needed."""
-        bridge = self._bridges.get(hub.camera_id)
+    def join(self, hub: Hub, active: bool = True, profile: Profile = MAIN) -> BridgeView:
+        """A place on the camera's current bridge for this profile, started if needed."""
+        key = (hub.camera_id, profile.name)
+        bridge = self._bridges.get(key)
         if bridge is None or not self.current(bridge, hub):
-            bridge = Bridge(hub, _codec_name(hub.codec) == "h264", self._forget)
-            self._bridges[hub.camera_id] = bridge
+            bridge = Bridge(hub, profile, self._forget)
+            self._bridges[key] = bridge
         return bridge.join(active)
 
     @staticmethod
@@ -291,12 +322,16 @@ class BridgePool:
 
     def _forget(self, bridge: Bridge) -> None:
         """A finished bridge lets go of its decoder and encoder at once."""
-        if self._bridges.get(bridge.hub.camera_id) is bridge:
-            del self._bridges[bridge.hub.camera_id]
+        key = (bridge.hub.camera_id, bridge.profile.name)
+        if self._bridges.get(key) is bridge:
+            del self._bridges[key]
 
     @property
     def active(self) -> int:
         return len(self._bridges)
+
+    def bridges(self) -> list[Bridge]:
+        return list(self._bridges.values())
 
     def close(self) -> None:
         for bridge in list(self._bridges.values()):
@@ -318,15 +353,16 @@ class ViewerFeed:
     The start is decided when the sender first asks (the viewer is connected), not at offer time:
     - newest cached unit is a keyframe, or nothing cached: passthrough (from that keyframe / the next one);
     - mid-GOP: bridge frames (an IDR of the newest frame first), then passthrough from the next keyframe;
-    - H.265 camera: bridge frames only.
+    - H.265 camera, or a profile other than the camera's own (transcode.py): bridge frames only.
     While the viewer connects, a mid-GOP bridge is already decoding ("warm"), so only one frame is left to
     encode when it is ready, and nothing that went stale meanwhile is sent.
     """
 
-    def __init__(self, pool: BridgePool, hub: Hub, start: StartPolicy = "live") -> None:
+    def __init__(self, pool: BridgePool, hub: Hub, start: StartPolicy = "live", profile: Profile = MAIN) -> None:
         self._pool = pool
         self._hub = hub
-        self._transcode = _codec_name(hub.codec) != "h264"
+        self._profile = profile
+        self._transcode = not profile.passthrough(hub.codec)
         self._policy = start
         self._sub: Subscription | None = None
         self._view: BridgeView | None = None
@@ -339,9 +375,10 @@ class ViewerFeed:
         self.sent = 0
         self.bridged = 0
         self.keyframes = 0
+        self._past_overflows = 0
         self._last_key_at = 0.0
         if self._transcode or (start == "live" and len(hub.gop()) >= 2):
-            self._view = pool.join(hub, active=False)
+            self._view = pool.join(hub, active=False, profile=profile)
 
     def _activate(self) -> None:
         self._active = True
@@ -368,12 +405,25 @@ class ViewerFeed:
         elif len(gop) == 1 or self._policy == "gop":
             self._replay = gop  # the newest unit is a keyframe: nothing to bridge
         else:
-            self._view = self._pool.join(self._hub)
+            self._view = self._pool.join(self._hub, profile=self._profile)
             self._sub.wait_for_keyframe()
 
     @property
     def bridging(self) -> bool:
         return self._view is not None
+
+    @property
+    def overflows(self) -> int:
+        """Times this viewer fell behind (its hub queue or bridge queue overflowed)."""
+        sub = self._sub.overflows if self._sub is not None else 0
+        view = self._view.overflows if self._view is not None else 0
+        return self._past_overflows + sub + view
+
+    def _leave_view(self) -> None:
+        if self._view is not None:
+            self._past_overflows += self._view.overflows
+            self._view.leave()
+            self._view = None
 
     async def next(self) -> Unit | Encoded | None:
         """The next unit to send, or None when the camera is gone."""
@@ -394,7 +444,7 @@ class ViewerFeed:
             if enc is not None:
                 self.bridged += 1
                 return enc
-            self._view = None  # bridge over: continue on the subscription, which starts at its keyframe
+            self._leave_view()  # bridge over: continue on the subscription, which starts at its keyframe
         return None if self._sub is None else await self._sub.get()
 
     def _account(self, unit: Unit | Encoded) -> Unit | Encoded:
@@ -431,13 +481,11 @@ class ViewerFeed:
         if self._sub is None or not self._active or len(self._hub.gop()) < 2:
             return False  # a keyframe was just sent or is the next thing to come
         self._replay = []
-        self._view = self._pool.join(self._hub)
+        self._view = self._pool.join(self._hub, profile=self._profile)
         self._sub.wait_for_keyframe()
         return True
 
     def close(self) -> None:
-        if self._view is not None:
-            self._view.leave()
-            self._view = None
+        self._leave_view()
         if self._sub is not None:
             self._sub.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,6 +117,26 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
     p.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport to cameras")
     p.add_argument("--ice-host", action="append", default=None, help="only offer ICE host candidates on this address")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="media worker processes (default: one per core, %(default)s); 0 or 1 runs the worker in-process",
+    )
+    p.add_argument(
+        "--idle-read-ms",
+        type=float,
+        default=100.0,
+        help="read cameras nobody watches in batches every this many ms, so one read carries many packets; "
+        "cameras with viewers are read at once (0: always at once; default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-allow",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="addresses that may read /metrics and /ops/workers (repeatable; default loopback only)",
+    )
+    p.add_argument(
         "--first-picture",
         choices=START_POLICIES,
         default="live",
@@ -129,8 +150,16 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
     from signaling.server import ServerSettings, parse_http
 
     host, port = parse_http(args.http)
-    worker = WorkerSettings(transport=args.transport, ice_hosts=args.ice_host, first_picture=args.first_picture)
-    return ServerSettings(db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker)
+    worker = WorkerSettings(
+        transport=args.transport,
+        ice_hosts=args.ice_host,
+        first_picture=args.first_picture,
+        idle_read_interval=args.idle_read_ms / 1000,
+    )
+    extra = {"metrics_allow": args.metrics_allow} if args.metrics_allow else {}
+    return ServerSettings(
+        db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker, workers=args.workers, **extra
+    )
 
 
 def _run(coro: Coroutine[object, object, None]) -> None:

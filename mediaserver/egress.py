@@ -4,6 +4,11 @@ Each viewer's track returns `av.Packet`s (Annex-B, 90 kHz pts) from a `ViewerFee
 without re-encoding; the feed opens the viewer on the present through the bridge (see bridge.py) and also
 answers the viewer's picture-loss requests (PLI/FIR) from the cache. Answers negotiate H.264 only and are
 sent after ICE gathering completed (no server-side trickle).
+
+A viewer asks for a profile (transcode.py): `main` passes H.264 through, `low` is a shared transcode (or the
+camera's sub-stream, when `substream_lookup` finds one live). New sessions are refused with `Overloaded`
+when the worker's measured load says one more would hurt the viewers it has (admission.py). Snapshots
+(snapshot.py) are served from the same hubs.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from mediaserver.admission import AdmissionSettings, LoadMonitor, Refusal
 from mediaserver.bridge import TIME_BASE, BridgePool, StartPolicy, ViewerFeed
 from mediaserver.hub import Hub
+from mediaserver.snapshot import NoPicture, SnapshotCache
+from mediaserver.transcode import MAIN, Profile, UnknownProfile, get_profile
 
 log = logging.getLogger(__name__)
 
-MAX_SESSIONS = 1000
+HubLookup = Callable[[str], Hub | None]
 
 
 class EgressError(Exception):
@@ -56,6 +64,18 @@ class BadOffer(EgressError, ValueError):
 
 class Unsupported(EgressError):
     """A valid request this server does not implement (e.g. ICE restart)."""
+
+
+class Overloaded(EgressError):
+    """Admission control refused a new session; `refusal` says why and when to retry."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+class NotYet(EgressError):
+    """The camera has nothing to show yet (no keyframe cached): retry in a moment."""
 
 
 # --- ICE host addresses -------------------------------------------------------------------------------
@@ -155,6 +175,7 @@ class Session:
     camera_id: str
     pc: RTCPeerConnection
     track: CameraTrack
+    profile: Profile = MAIN
     created_at: float = field(default_factory=time.monotonic)
 
     def stats(self) -> dict[str, Any]:
@@ -162,11 +183,13 @@ class Session:
         return {
             "id": self.id,
             "camera_id": self.camera_id,
+            "profile": self.profile.name,
             "state": self.pc.connectionState,
             "age_s": round(time.monotonic() - self.created_at, 1),
             "frames_sent": feed.sent,
             "frames_bridged": feed.bridged,
             "keyframes_sent": feed.keyframes,
+            "overflows": feed.overflows,
             # connected (the sender asked for media) -> first unit handed to it; and how old that picture was
             "first_picture_ms": _ms(feed.first_at, feed.active_at),
             "first_picture_age_ms": _ms(feed.first_age, 0.0),
@@ -174,36 +197,70 @@ class Session:
 
 
 class Egress:
-    """The WebRTC sessions of one worker."""
+    """The WebRTC sessions of one worker.
+
+    `substream_lookup(camera_id)` finds the hub of a camera's registered sub-stream, if the worker ingests
+    one; profiles that prefer it (`low`) pass it through instead of transcoding the main stream."""
 
     def __init__(
         self,
-        hub_lookup: Callable[[str], Hub | None],
+        hub_lookup: HubLookup,
         ice_hosts: list[str] | None = None,
         start: StartPolicy = "live",
+        admission: AdmissionSettings | None = None,
+        substream_lookup: HubLookup | None = None,
     ) -> None:
         self.hub_lookup = hub_lookup
+        self.substream_lookup = substream_lookup
         self.ice_hosts = ice_hosts
         self.start = start
         self.bridges = BridgePool()
+        self.snapshots = SnapshotCache()
+        self.load = LoadMonitor(admission, self._overflows)
         self._sessions: dict[str, Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._past_overflows = 0  # of sessions already closed
 
     def has_camera(self, camera_id: str) -> bool:
         return self.hub_lookup(camera_id) is not None
 
-    async def offer(self, camera_id: str, sdp: str) -> tuple[str, str]:
-        """Answer a viewer's offer: (session id, answer SDP). Raises UnknownCamera, BadOffer."""
-        check_offer(sdp)
+    def _overflows(self) -> int:
+        return self._past_overflows + sum(s.track.feed.overflows for s in self._sessions.values())
+
+    def admit(self) -> None:
+        """Raise Overloaded if one more session would degrade the current ones."""
+        self.load.start()  # measuring from the first offer on (the loop runs by then)
+        refusal = self.load.check(len(self._sessions))
+        if refusal is not None:
+            log.warning("refusing a viewer: %s %s", refusal.reason, refusal.load)
+            raise Overloaded(refusal)
+
+    def source(self, camera_id: str, profile: Profile) -> tuple[Hub, Profile]:
+        """The hub to serve a profile from, and the profile to apply to it: a live sub-stream as it is
+        (its own size and rate are what the profile wants), else the main stream through the profile."""
         hub = self.hub_lookup(camera_id)
         if hub is None:
             raise UnknownCamera(f"no camera {camera_id!r}")
-        if len(self._sessions) >= MAX_SESSIONS:
-            raise Unsupported("too many sessions on this worker")
+        if profile.substream and self.substream_lookup is not None:
+            sub = self.substream_lookup(camera_id)
+            if sub is not None and sub.gop():
+                return sub, MAIN
+        return hub, profile
+
+    async def offer(self, camera_id: str, sdp: str, profile: str | None = None) -> tuple[str, str]:
+        """Answer a viewer's offer: (session id, answer SDP). Raises UnknownCamera, BadOffer, Overloaded."""
+        check_offer(sdp)
+        try:
+            wanted = get_profile(profile)
+        except UnknownProfile as exc:
+            raise BadOffer(str(exc)) from None
+        hub, applied = self.source(camera_id, wanted)
+        self.admit()
         session_id = uuid.uuid4().hex
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
-        track = CameraTrack(ViewerFeed(self.bridges, hub, self.start), lambda: self._close_soon(session_id))
-        session = Session(session_id, camera_id, pc, track)
+        feed = ViewerFeed(self.bridges, hub, self.start, applied)
+        track = CameraTrack(feed, lambda: self._close_soon(session_id))
+        session = Session(session_id, camera_id, pc, track, wanted)
         try:
             answer = await self._answer(session, sdp)
         except Exception as exc:
@@ -212,7 +269,7 @@ class Egress:
             raise BadOffer(f"cannot answer the offer: {exc}") from exc
         self._sessions[session_id] = session
         self._watch(session)
-        log.info("session %s: camera %s, %d sessions", session_id, camera_id, len(self._sessions))
+        log.info("session %s: camera %s (%s), %d sessions", session_id, camera_id, wanted.name, len(self._sessions))
         return session_id, answer
 
     async def _answer(self, session: Session, sdp: str) -> str:
@@ -271,6 +328,7 @@ class Egress:
         await self._shutdown(session)
 
     async def _shutdown(self, session: Session) -> None:
+        self._past_overflows += session.track.feed.overflows
         session.track.stop()
         await session.pc.close()
         log.info("session %s closed after %.1f s", session.id, time.monotonic() - session.created_at)
@@ -282,10 +340,23 @@ class Egress:
 
     async def close_all(self) -> None:
         for session_id in list(self._sessions):
-            await self.close(session_id)
+            session = self._sessions.pop(session_id, None)
+            if session is not None:  # else its peer closed it meanwhile (_close_soon)
+                await self._shutdown(session)
         if self._closing:
             await asyncio.gather(*self._closing)
         self.bridges.close()
+        await self.load.stop()
+
+    async def snapshot(self, camera_id: str, width: int | None = None) -> bytes:
+        """The camera's newest picture as JPEG (cached briefly). Raises UnknownCamera, NotYet."""
+        hub = self.hub_lookup(camera_id)
+        if hub is None:
+            raise UnknownCamera(f"no camera {camera_id!r}")
+        try:
+            return await self.snapshots.get(hub, width)
+        except NoPicture as exc:
+            raise NotYet(str(exc)) from None
 
     def _get(self, session_id: str) -> Session:
         try:

@@ -37,7 +37,8 @@ class Subscription:
         self._hub = hub
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue(maxsize)
         self._waiting_keyframe = False
-        self.skipped = 0  # units dropped because this subscriber was slow
+        self.skipped = 0  # units dropped because this subscriber was slow (or waited for a keyframe)
+        self.overflows = 0  # times its queue overflowed: it could not keep up (admission control reads it)
         self.closed = False
 
     def _offer(self, unit: Unit) -> None:
@@ -49,6 +50,7 @@ class Subscription:
         try:
             self._queue.put_nowait(unit)
         except asyncio.QueueFull:
+            self.overflows += 1
             self._skip_to_keyframe()
             self.skipped += 1
 

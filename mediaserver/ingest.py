@@ -10,6 +10,7 @@ from collections import Counter
 from enum import StrEnum
 
 from mediaserver.hub import Hub
+from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.client import RtspClient, Source, Timeouts
 from mediaserver.rtsp.message import RtspError
 from mediaserver.rtsp.reconnect import Backoff, RateLimiter
@@ -42,6 +43,7 @@ class CameraIngest:
         limiter: RateLimiter,
         timeouts: Timeouts | None = None,
         backoff: Backoff | None = None,
+        batch: BatchReader | None = None,
     ) -> None:
         self.hub = hub
         self.source = source
@@ -57,6 +59,8 @@ class CameraIngest:
         self.attempts = 0
         self.rtp_totals: Counter[str] = Counter()  # from finished sessions; status() adds the live one
         self.client: RtspClient | None = None
+        self.reads = 0  # socket reads of finished sessions; status() adds the live one
+        self._batch = batch  # while nobody watches, read a few times a second (rtsp/batch_reader.py)
 
     def start(self) -> None:
         if self._task is None:
@@ -85,7 +89,7 @@ class CameraIngest:
     async def _session(self) -> None:
         self.state = State.CONNECTING
         self.attempts += 1
-        client = RtspClient(self.source, self.hub.publish, self.timeouts)
+        client = RtspClient(self.source, self.hub.publish, self.timeouts, self._batch, self._watched)
         self.client = client
         try:
             try:
@@ -109,7 +113,14 @@ class CameraIngest:
             self.client = None
             self.hub.reset()
             self.rtp_totals.update(_rtp_counters(client))
+            self.reads += client.reads
             await client.close()
+
+    def _watched(self) -> bool:
+        return self.hub.subscriber_count > 0
+
+    def socket_reads(self) -> int:
+        return self.reads + (self.client.reads if self.client else 0)
 
     def rtp_counters(self) -> Counter[str]:
         return self.rtp_totals + _rtp_counters(self.client)
@@ -129,6 +140,8 @@ class CameraIngest:
             "rtp_errors": {k: v for k, v in rtp.items() if k != "lost"},
             "units": self.hub.units,
             "gop_units": len(self.hub.gop()),
+            "gop_bytes": self.hub.gop_bytes,
+            "gop_age_s": round(time.monotonic() - self.hub.last_keyframe_at, 3) if self.hub.gop_bytes else None,
             "viewers": self.hub.subscriber_count,
         }
 

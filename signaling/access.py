@@ -323,6 +323,11 @@ class Access:
         self.audit.append("view.started", **self._grant_who(grant), camera=camera_id, session=session_id,
                           remote=request.remote)  # fmt: skip
 
+    def snapshot_viewed(self, request: web.Request, grant: Grant, camera_id: str, width: int | None) -> None:
+        """A still picture is a view too (privacy law: who saw which camera, when, for what purpose)."""
+        self.audit.append("view.snapshot", **self._grant_who(grant), camera=camera_id, remote=request.remote,
+                          detail={"width": width})  # fmt: skip
+
     async def view_ended(self, session_id: str, reason: str) -> None:
         """The viewer ended its session (WHEP DELETE): already closed on the worker."""
         await self.views.end(session_id, reason, close=False)

@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from signaling import api, incident_api, whep
+from signaling import api, incident_api, ops_api, whep
 from signaling.access import AccessSettings
 from signaling.cors import cors_middleware
-from signaling.worker_client import WorkerClient
+from signaling.worker_client import WorkerClient, WorkerOps
 
 
 def find_web_dir() -> Path | None:
@@ -37,15 +37,20 @@ def create_app(
     web_dir: Path | None = WEB_DIR,
     db: str | Path = ":memory:",
     access: AccessSettings | None = None,
+    ops: WorkerOps | None = None,
+    ops_settings: ops_api.OpsSettings | None = None,
 ) -> web.Application:
     """The HTTP front. `cameras()` returns the registry's cameras (only public fields are served);
     `cors_origins` lists the origins (scheme://host[:port], or "*") allowed to call WHEP and the API;
     `web_dir` (None: no console) holds the static pages, index at `/`; `db` is the SQLite file for clients,
     keys, incidents and the audit log (the default, in memory, has no clients: nothing can be viewed until
-    one is registered and an incident opens a camera)."""
+    one is registered and an incident opens a camera); `ops` (None: no ops routes) answers /metrics,
+    /healthz, /readyz and camera status (signaling/ops_api.py)."""
     app = web.Application(middlewares=[cors_middleware(cors_origins or [])])
     incident_api.install(app, worker, cameras, db, access)  # first: its shutdown ends (and audits) views
     whep.add_routes(app, worker)
+    if ops is not None:
+        ops_api.install(app, ops, ops_settings)
     app.add_routes(api.routes(cameras))
     if web_dir is not None:
         index = web_dir / "index.html"

@@ -51,6 +51,7 @@ EVENTS = (
     "token.revoked",
     "view.started",
     "view.ended",
+    "view.snapshot",
     "access.denied",
     "incident.created",
     "incident.updated",

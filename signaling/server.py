@@ -1,22 +1,36 @@
-"""The front process on one machine: reads the camera registry, runs the media worker in-process and
-serves HTTP (WHEP, API, console). The front reaches the worker only through `WorkerClient`."""
+"""The front process on one machine: reads the camera registry, runs the media workers and serves HTTP
+(WHEP, API, console, ops). The front reaches workers only through `WorkerClient`/`WorkerOps`.
+
+`workers <= 1`: one worker inside this process (`LocalWorkerClient`; the tests' default).
+`workers >= 2`: that many worker processes under a `Supervisor`, cameras split by the hash ring, each
+WHEP session handed to the camera's worker (`RemoteWorkerClient`); media flows browser <-> worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from mediaserver.hashring import worker_ring
 from mediaserver.registry import Registry
+from mediaserver.supervisor import Supervisor
 from mediaserver.worker import Worker, WorkerSettings
 from signaling.app import create_app
+from signaling.ops_api import OpsSettings
+from signaling.remote_worker import RemoteWorkerClient
 from signaling.worker_client import LocalWorkerClient
 
 log = logging.getLogger("goldentime.server")
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,8 @@ class ServerSettings:
     port: int = 8080
     cors_origins: list[str] = field(default_factory=list)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    workers: int = 0  # 0 or 1: in-process; N >= 2: N worker processes (the CLI defaults to one per core)
+    metrics_allow: list[str] = field(default_factory=lambda: list(OpsSettings().metrics_allow))
 
 
 def parse_http(value: str) -> tuple[str, int]:
@@ -36,40 +52,79 @@ def parse_http(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def start(settings: ServerSettings) -> tuple[web.AppRunner, Worker, Registry]:
-    """Start ingest for every registered camera and the HTTP front; returns what `stop()` needs."""
+@dataclass(slots=True)
+class Front:
+    """What `stop()` needs: the HTTP runner and whichever worker arrangement runs."""
+
+    runner: web.AppRunner
+    registry: Registry
+    worker: Worker | None = None
+    supervisor: Supervisor | None = None
+    client: RemoteWorkerClient | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.runner.addresses[0][1])
+
+
+async def start(settings: ServerSettings) -> Front:
+    """Start ingest for every registered camera and the HTTP front."""
     registry = Registry(settings.db)
-    worker = Worker(settings.worker)
     cameras = registry.list()
-    for camera in cameras:
-        worker.add_camera(camera)
     public = [c.public() for c in cameras]
+    front = Front(web.AppRunner(web.Application()), registry)
+    if settings.workers >= 2:
+        front.supervisor = Supervisor(settings.workers, settings.db, settings.worker)
+        try:
+            await front.supervisor.start()
+        except BaseException:
+            await front.supervisor.stop()
+            registry.close()
+            raise
+        ring = worker_ring(settings.workers)
+        front.client = client = RemoteWorkerClient(
+            [c.id for c in cameras], ring, front.supervisor, front.supervisor.secret
+        )
+        await client.start()
+        ops: LocalWorkerClient | RemoteWorkerClient = client
+        sessions: LocalWorkerClient | RemoteWorkerClient = client
+        front_name: str | None = "front"
+    else:
+        front.worker = Worker(settings.worker)
+        for camera in cameras:
+            front.worker.add_camera(camera)
+        ops = sessions = LocalWorkerClient(front.worker.egress, front.worker)
+        front_name = None  # the front is worker "0": one process, one series
 
     def camera_list() -> list[dict[str, object]]:
-        return [{**c, **_live(worker, str(c["id"]))} for c in public]
+        return [{**c, **ops.live(str(c["id"]))} for c in public]
 
-    app = create_app(LocalWorkerClient(worker.egress), camera_list, cors_origins=settings.cors_origins, db=settings.db)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("serving %d cameras at http://%s:%d/", len(cameras), settings.host, settings.port)
-    return runner, worker, registry
+    ops_settings = OpsSettings(metrics_allow=settings.metrics_allow, front_name=front_name)
+    app = create_app(
+        sessions, camera_list, cors_origins=settings.cors_origins, db=settings.db, ops=ops, ops_settings=ops_settings
+    )
+    front.runner = web.AppRunner(app, access_log=None)
+    await front.runner.setup()
+    await web.TCPSite(front.runner, settings.host, settings.port).start()
+    log.info("serving %d cameras at http://%s:%d/ with %d worker(s)", len(cameras), settings.host, front.port,
+             max(settings.workers, 1))  # fmt: skip
+    return front
 
 
-def _live(worker: Worker, camera_id: str) -> dict[str, object]:
-    status = worker.status(camera_id) or {}
-    return {"state": status.get("state", "unknown"), "codec": status.get("codec", "")}
-
-
-async def stop(runner: web.AppRunner, worker: Worker, registry: Registry) -> None:
-    await runner.cleanup()
-    await worker.stop()
-    registry.close()
+async def stop(front: Front) -> None:
+    await front.runner.cleanup()  # ends (and audits) every view, then closes the sessions on the workers
+    if front.client is not None:
+        await front.client.stop()
+    if front.supervisor is not None:
+        await front.supervisor.stop()
+    if front.worker is not None:
+        await front.worker.stop()
+    front.registry.close()
 
 
 async def serve_forever(settings: ServerSettings, on_ready: Callable[[], Awaitable[None] | None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
-    runner, worker, registry = await start(settings)
+    front = await start(settings)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,4 +136,4 @@ async def serve_forever(settings: ServerSettings, on_ready: Callable[[], Awaitab
     try:
         await stopped.wait()
     finally:
-        await stop(runner, worker, registry)
+        await stop(front)

@@ -1,6 +1,6 @@
 """WHEP (draft-ietf-wish-whep) endpoints: POST an offer, PATCH trickle ICE, DELETE the session.
 
-    POST   /whep/{camera_id}               application/sdp offer -> 201 answer, Location, ETag
+    POST   /whep/{camera_id}[?profile=P]   application/sdp offer -> 201 answer, Location, ETag
     PATCH  /whep/{camera_id}/{session_id}  application/trickle-ice-sdpfrag -> 204
     DELETE /whep/{camera_id}/{session_id}  -> 200
 
@@ -8,6 +8,12 @@ Every request needs `Authorization: Bearer <stream token>` (signaling/access.py 
 a bad token, 403 for a closed or unshared incident or a camera outside its scope now); PATCH and DELETE
 only with the token that opened the session. Errors are JSON `{"error": ..., "detail": ...}` with the
 status a WHEP client expects.
+
+`profile` (mediaserver/transcode.py) is `main` (default: the camera as it is, H.264 passed through; an
+H.265 camera transcoded) or `low` (<= 640x360, ~400 kbit/s, for grids; the camera's sub-stream when the
+worker has it); any other value is 400. A worker that would degrade its current viewers by taking one more
+answers 503 with `Retry-After` and `{"error": "overloaded", "detail": <the limit crossed>,
+"retry_after_s": N, "load": {...}}` (mediaserver/admission.py); the viewers it has are not affected.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import logging
 
 from aiohttp import web
 
+from mediaserver.transcode import PROFILES
+from signaling import snapshot_api
 from signaling.access import ACCESS
-from signaling.worker_client import BadOffer, UnknownCamera, UnknownSession, Unsupported, WorkerClient
+from signaling.worker_client import BadOffer, Overloaded, UnknownCamera, UnknownSession, Unsupported, WorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,12 @@ WORKER: web.AppKey[WorkerClient] = web.AppKey("worker")
 
 def error(status: int, message: str, detail: str = "") -> web.Response:
     return web.json_response({"error": message, "detail": detail}, status=status)
+
+
+def overloaded(exc: Overloaded) -> web.Response:
+    """503 + Retry-After: the worker is at its limit; the client should back off and retry."""
+    body = {"error": "overloaded", "detail": str(exc), "retry_after_s": exc.retry_after_s, "load": exc.load}
+    return web.json_response(body, status=503, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 async def read_body(request: web.Request, content_type: str) -> str:
@@ -66,13 +80,18 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
     if not worker.has_camera(camera_id):
         return error(404, "unknown camera", camera_id)
     access.check_scope(request, grant, camera_id)  # in the incident's scope now, or 403 (audited)
+    profile = request.query.get("profile", "main")
+    if profile not in PROFILES:
+        return error(400, "unknown profile", f"{profile!r}; one of: {', '.join(PROFILES)}")
     sdp = await read_body(request, SDP)
     try:
-        session_id, answer = await worker.offer(camera_id, sdp)
+        session_id, answer = await worker.offer(camera_id, sdp, profile)
     except UnknownCamera as exc:
         return error(404, "unknown camera", str(exc))
     except BadOffer as exc:
         return error(400, "bad offer", str(exc))
+    except Overloaded as exc:
+        return overloaded(exc)
     except Unsupported as exc:
         return error(503, "cannot serve", str(exc))
     access.view_started(request, grant, camera_id, session_id)
@@ -125,3 +144,4 @@ def add_routes(app: web.Application, worker: WorkerClient) -> None:
     app.router.add_route("OPTIONS", "/whep/{camera_id}", options_endpoint)
     app.router.add_patch("/whep/{camera_id}/{session_id}", patch_session)
     app.router.add_delete("/whep/{camera_id}/{session_id}", delete_session)
+    snapshot_api.add_routes(app, worker)  # authorised like a view, served by the same worker

@@ -1,14 +1,22 @@
 """How the front talks to the media workers. Only this module knows where a worker lives.
 
-`LocalWorkerClient` calls an in-process `Egress`; a later issue adds a client for worker processes. The
-errors below are the front's own, so the HTTP layer never depends on a worker's internals.
+Two protocols: `WorkerClient` (viewer sessions: what WHEP and the access layer need) and `WorkerOps`
+(health, camera status and metrics samples: what signaling/ops_api.py needs). Two implementations of both:
+`LocalWorkerClient` calls an in-process worker (`--workers 0/1`, and the tests); `RemoteWorkerClient`
+(remote_worker.py) calls worker processes over their internal RPC. The errors below are the front's own,
+so the HTTP layer never depends on a worker's internals.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mediaserver import egress as eg
+from mediaserver.metrics import Sample, sample_worker
+
+if TYPE_CHECKING:
+    from mediaserver.worker import Worker
 
 
 class WorkerError(Exception):
@@ -32,12 +40,27 @@ class Unsupported(WorkerError):
 
 
 class Overloaded(WorkerError):
-    pass
+    """The worker refuses new sessions now (admission control): retry after `retry_after_s`."""
+
+    def __init__(self, reason: str, retry_after_s: int = 5, load: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+        self.load = load or {}
+
+
+class NotYet(WorkerError):
+    """The camera has no picture yet (no keyframe cached)."""
+
+
+class WorkerUnavailable(Unsupported):
+    """The worker holding the camera is down (restarting): the request may succeed in a few seconds.
+    An `Unsupported`, so WHEP answers 503."""
 
 
 class WorkerClient(Protocol):
     def has_camera(self, camera_id: str) -> bool: ...
-    async def offer(self, camera_id: str, sdp: str) -> tuple[str, str]: ...
+    async def offer(self, camera_id: str, sdp: str, profile: str | None = None) -> tuple[str, str]: ...
+    async def snapshot(self, camera_id: str, width: int | None = None) -> bytes: ...
     async def patch(self, session_id: str, fragment: str) -> None: ...
     async def close(self, session_id: str) -> None: ...
     async def close_all(self) -> None: ...
@@ -45,14 +68,36 @@ class WorkerClient(Protocol):
     def sessions(self) -> list[dict[str, Any]]: ...
 
 
+class WorkerOps(Protocol):
+    def ready(self) -> bool:
+        """Every worker is up."""
+        ...
+
+    def workers(self) -> list[dict[str, Any]]:
+        """One entry per worker: index, up, restarts, pid (for operators; never shown to clients)."""
+        ...
+
+    def live(self, camera_id: str) -> dict[str, str]:
+        """{"state", "codec"} of a camera, cheap (no I/O): what the camera list shows."""
+        ...
+
+    async def camera_status(self, camera_id: str) -> dict[str, Any] | None: ...
+    async def samples(self, cameras: Sequence[str] = ()) -> list[Sample]: ...
+
+
+UNKNOWN = {"state": "unknown", "codec": ""}
+
 _ERRORS: list[tuple[type[Exception], type[WorkerError]]] = [
     (eg.UnknownCamera, UnknownCamera),
     (eg.UnknownSession, UnknownSession),
     (eg.BadOffer, BadOffer),
+    (eg.NotYet, NotYet),
 ]
 
 
 def _translate(exc: eg.EgressError) -> WorkerError:
+    if isinstance(exc, eg.Overloaded):
+        return Overloaded(str(exc), exc.refusal.retry_after_s, exc.refusal.load)
     for theirs, ours in _ERRORS:
         if isinstance(exc, theirs):
             return ours(str(exc))
@@ -60,17 +105,24 @@ def _translate(exc: eg.EgressError) -> WorkerError:
 
 
 class LocalWorkerClient:
-    """A worker in this process."""
+    """A worker in this process (`worker` may be None where a test drives an `Egress` alone)."""
 
-    def __init__(self, egress: eg.Egress) -> None:
+    def __init__(self, egress: eg.Egress, worker: Worker | None = None) -> None:
         self.egress = egress
+        self.worker = worker
 
     def has_camera(self, camera_id: str) -> bool:
         return self.egress.has_camera(camera_id)
 
-    async def offer(self, camera_id: str, sdp: str) -> tuple[str, str]:
+    async def offer(self, camera_id: str, sdp: str, profile: str | None = None) -> tuple[str, str]:
         try:
-            return await self.egress.offer(camera_id, sdp)
+            return await self.egress.offer(camera_id, sdp, profile)
+        except eg.EgressError as exc:
+            raise _translate(exc) from exc
+
+    async def snapshot(self, camera_id: str, width: int | None = None) -> bytes:
+        try:
+            return await self.egress.snapshot(camera_id, width)
         except eg.EgressError as exc:
             raise _translate(exc) from exc
 
@@ -92,3 +144,20 @@ class LocalWorkerClient:
     @property
     def sessions(self) -> list[dict[str, Any]]:
         return self.egress.sessions
+
+    # --- WorkerOps ---
+    def ready(self) -> bool:
+        return True
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [{"index": 0, "up": True, "in_process": True, "restarts": 0}]
+
+    def live(self, camera_id: str) -> dict[str, str]:
+        ingest = self.worker.ingests.get(camera_id) if self.worker else None
+        return {"state": ingest.state.value, "codec": ingest.hub.codec} if ingest else UNKNOWN
+
+    async def camera_status(self, camera_id: str) -> dict[str, Any] | None:
+        return self.worker.status(camera_id) if self.worker else None
+
+    async def samples(self, cameras: Sequence[str] = ()) -> list[Sample]:
+        return [sample_worker(self.worker, "0", cameras)]

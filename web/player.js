@@ -124,7 +124,9 @@ async function play(cameraId) {
   try {
     await peer.setLocalDescription(await peer.createOffer());
     await waitForGathering(peer, 2000);
-    const res = await fetch(`/whep/${encodeURIComponent(cameraId)}`, {
+    // profile: "main" (the camera as it is; H.265 transcoded to H.264) or "low" (640x360, 400 kbit/s)
+    const profile = $("profile").value;
+    const res = await fetch(`/whep/${encodeURIComponent(cameraId)}?profile=${encodeURIComponent(profile)}`, {
       method: "POST", headers: { "Content-Type": "application/sdp", ...authorization() }, body: peer.localDescription.sdp,
     });
     if (res.status !== 201) {
@@ -198,6 +200,7 @@ async function stop() {
 
 $("stop").addEventListener("click", () => { state.camera = null; stop().then(renderList); });
 $("filter").addEventListener("input", renderList);
+$("profile").addEventListener("change", () => { if (state.camera) play(state.camera); });
 setInterval(() => show("clock", new Date().toLocaleTimeString()), 1000);
 loadCameras().then(() => {
   const wanted = new URLSearchParams(location.search).get("camera");

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer
 from mediaserver.rtsp.auth import Authenticator
+from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.message import (
     Response,
     RtspError,
@@ -70,7 +71,18 @@ def _nal_type(codec: str, data: bytes, start: int) -> tuple[int, int]:
 
 
 class RtspClient(asyncio.Protocol):
-    def __init__(self, source: Source, on_unit: Callable[[AccessUnit], None], timeouts: Timeouts) -> None:
+    """With a `batch` reader, a TCP session that plays while `watched()` is false leaves the event loop's
+    reads and is read by the batch reader a few times a second (batch_reader.py); it returns to reading
+    every packet as soon as `watched()` is true."""
+
+    def __init__(
+        self,
+        source: Source,
+        on_unit: Callable[[AccessUnit], None],
+        timeouts: Timeouts,
+        batch: BatchReader | None = None,
+        watched: Callable[[], bool] | None = None,
+    ) -> None:
         self.source = source
         self.timeouts = timeouts
         self._on_unit = on_unit
@@ -91,12 +103,26 @@ class RtspClient(asyncio.Protocol):
         self.have_keyframe = False
         self.server_requests = 0
         self.warnings: list[str] = []  # kinds of oddities that did not stop the session
+        self.reads = 0  # data_received calls: the wake-ups this camera cost
+        self._batch = batch
+        self._watched = watched or (lambda: True)
+        self._batched = False
+        self._fileno = -1
+        self._playing = False
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass asyncio's
+        sock = transport.get_extra_info("socket")
+        self._fileno = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
+        self._feed(data)
+        if self._playing and self._batch is not None and not self._batched and not self._watched():
+            self._join_batch()
+
+    def _feed(self, data: bytes) -> None:
         try:
             items = self._demuxer.feed(data)
         except FramingError as e:
@@ -108,10 +134,43 @@ class RtspClient(asyncio.Protocol):
             else:
                 self._unit(item)
 
+    # --- batched reads while nobody watches (batch_reader.BatchClient) ---
+    def _join_batch(self) -> None:
+        if self._batch is None or self._transport is None or self._fileno < 0 or self._failed.done():
+            return
+        self._transport.pause_reading()
+        self._batched = True
+        self._batch.add(self)
+
+    def _leave_batch(self) -> None:
+        if self._batched and self._batch is not None:
+            self._batch.discard(self)
+        self._batched = False
+
+    def watched(self) -> bool:
+        return self._watched()
+
+    def batch_fileno(self) -> int:
+        return self._fileno
+
+    def batch_data(self, data: bytes) -> None:
+        self.reads += 1
+        self._feed(data)
+
+    def batch_error(self, exc: Exception | None) -> None:
+        self._batched = False
+        self.connection_lost(exc)
+
+    def leave_batch(self) -> None:
+        self._batched = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RtspError("connection_lost", f"camera closed the connection ({exc or 'EOF'})"))
 
     def _fail(self, error: RtspError) -> None:
+        self._leave_batch()  # before the transport closes the fd: the batch reader must never read a reused fd
         if not self._failed.done():
             self._failed.set_exception(error)
         for future in self._pending.values():
@@ -188,6 +247,7 @@ class RtspClient(asyncio.Protocol):
         await self._setup(media, control_url(base, media.control))
         await self._request("PLAY", base, {"Range": "npt=0.000-"})
         self.last_media_at = time.monotonic()
+        self._playing = self.source.transport == "tcp"  # UDP sockets are read per datagram (no pausing)
 
     async def _describe(self) -> tuple[MediaDescription, str]:
         response = await self._request("DESCRIBE", self.source.url, {"Accept": "application/sdp"})
@@ -283,6 +343,7 @@ class RtspClient(asyncio.Protocol):
             self._close_sockets()
 
     def _close_sockets(self) -> None:
+        self._leave_batch()
         if self._transport is not None:
             self._transport.close()
         for udp in self._udp:

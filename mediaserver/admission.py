@@ -1,0 +1,117 @@
+"""Admission control: refuse a new viewer before taking it would degrade the viewers a worker already has.
+
+A worker is one event loop. When it is saturated, every viewer suffers at once: frames leave late, the
+hub's bounded queues overflow and slow viewers are skipped to the next keyframe, setup takes seconds. So
+the decision is made on *measured* load, with a session cap only as a backstop:
+
+- event-loop lag: how late a periodic timer fires (smoothed); the most direct sign that sends are late;
+- event-loop CPU: the share of one core the loop's own thread used over the last window (smoothed). Not the
+  process: transcodes run in executor threads on other cores and don't slow the loop until the cores are
+  all busy, and then the lag shows it;
+- drops: frames the hub or the bridge dropped for viewers that could not keep up, per second;
+- sessions: a hard cap.
+
+`LoadMonitor.check(sessions)` returns None (admit) or a `Refusal` naming the first limit crossed, how to
+back off (`retry_after_s`) and the numbers, so the HTTP layer can answer 503 + Retry-After with a body an
+operator can act on. Existing sessions are never touched: refusing is the only lever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSettings:
+    max_sessions: int = 1000  # backstop; the measured limits below should refuse first
+    max_loop_lag_ms: float = 40.0  # a frame interval at 25 fps: beyond it, sends are visibly late
+    max_cpu: float = 0.90  # share of one core used by the event loop's thread
+    max_drops_per_s: float = 5.0  # frames dropped for slow viewers, per second, over the window
+    retry_after_s: int = 5
+    interval_s: float = 0.05  # lag probe period
+    window_s: float = 1.0  # CPU and drop rates are measured over this window
+    smoothing: float = 0.2  # EWMA weight of a new sample (lag per probe, CPU and drops per window)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    retry_after_s: int
+    load: dict[str, Any] = field(default_factory=dict)
+
+
+class LoadMonitor:
+    """Measures the worker's load on its own loop; `check()` decides whether one more viewer fits.
+
+    `dropped()` returns a running total of frames dropped for slow viewers (it may go down when sessions
+    end; only increases count)."""
+
+    def __init__(self, settings: AdmissionSettings | None = None, dropped: Callable[[], int] | None = None) -> None:
+        self.settings = settings or AdmissionSettings()
+        self._dropped = dropped or (lambda: 0)
+        self.lag_ms = 0.0  # smoothed lateness of the probe timer
+        self.cpu = 0.0  # smoothed share of one core used by the loop thread
+        self.drops_per_s = 0.0  # smoothed
+        self.refused = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start measuring on the running loop (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._probe(), name="load-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _probe(self) -> None:
+        s = self.settings
+        # thread_time() here is the loop thread's own CPU: this coroutine always runs on it
+        window_wall, window_cpu, window_drops = time.monotonic(), time.thread_time(), self._dropped()
+        while True:
+            due = time.monotonic() + s.interval_s
+            await asyncio.sleep(s.interval_s)
+            now = time.monotonic()
+            self.lag_ms = _ewma(self.lag_ms, 1000 * max(0.0, now - due), s.smoothing)
+            if now - window_wall >= s.window_s:
+                cpu, drops = time.thread_time(), self._dropped()
+                self.cpu = _ewma(self.cpu, (cpu - window_cpu) / (now - window_wall), s.smoothing * 2)
+                rate = max(0, drops - window_drops) / (now - window_wall)
+                self.drops_per_s = _ewma(self.drops_per_s, rate, s.smoothing * 2)
+                window_wall, window_cpu, window_drops = now, cpu, drops
+
+    def load(self, sessions: int) -> dict[str, Any]:
+        return {
+            "sessions": sessions,
+            "loop_lag_ms": round(self.lag_ms, 1),
+            "cpu": round(self.cpu, 3),
+            "drops_per_s": round(self.drops_per_s, 2),
+        }
+
+    def check(self, sessions: int) -> Refusal | None:
+        """None if one more session fits, else why not."""
+        s = self.settings
+        limits = (
+            (sessions >= s.max_sessions, f"session cap reached ({s.max_sessions})"),
+            (self.lag_ms > s.max_loop_lag_ms, f"event loop lag {self.lag_ms:.0f} ms > {s.max_loop_lag_ms:.0f} ms"),
+            (self.cpu > s.max_cpu, f"event loop CPU {100 * self.cpu:.0f} % > {100 * s.max_cpu:.0f} % of a core"),
+            (self.drops_per_s > s.max_drops_per_s, f"dropping {self.drops_per_s:.1f} frames/s for slow viewers"),
+        )
+        for crossed, reason in limits:
+            if crossed:
+                self.refused += 1
+                return Refusal(reason, s.retry_after_s, self.load(sessions))
+        return None
+
+
+def _ewma(old: float, new: float, weight: float) -> float:
+    weight = min(1.0, weight)
+    return old + weight * (new - old)
