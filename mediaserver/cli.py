@@ -6,6 +6,8 @@ This is the composition root: it may start the front (signaling/) as well as the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import sys
@@ -16,8 +18,9 @@ from mediaserver.bridge import START_POLICIES
 from mediaserver.registry import Registry, RegistryError, import_csv, make_camera
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Iterator
 
+    from signaling.access import Access
     from signaling.server import ServerSettings
 
 
@@ -212,20 +215,27 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clients_add(args: argparse.Namespace) -> int:
-    import json
-
+@contextlib.contextmanager
+def _access(db: str) -> Iterator[Access]:
+    """The access layer over the registry's database, for one CLI command (no server needed)."""
     from signaling.access import offline
-    from signaling.clients import ClientError
 
-    access = offline(args.db)
+    access = offline(db)
     try:
-        client, secret = access.add_client(args.agency, args.name, args.role, operator="cli")
-    except ClientError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        yield access
     finally:
         access.close()
+
+
+def _clients_add(args: argparse.Namespace) -> int:
+    from signaling.clients import ClientError
+
+    with _access(args.db) as access:
+        try:
+            client, secret = access.add_client(args.agency, args.name, args.role, operator="cli")
+        except ClientError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
     else:
@@ -234,41 +244,29 @@ def _clients_add(args: argparse.Namespace) -> int:
 
 
 def _clients_list(args: argparse.Namespace) -> int:
-    from signaling.access import offline
-
-    access = offline(args.db)
-    for c in access.clients.list():
-        print(f"{c.client_id}\t{c.agency}\t{c.role}\t{c.name}")
-    access.close()
+    with _access(args.db) as access:
+        for c in access.clients.list():
+            print(f"{c.client_id}\t{c.agency}\t{c.role}\t{c.name}")
     return 0
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
-    from signaling.access import offline
-
-    access = offline(args.db)
-    key = access.rotate_key(args.publish_ahead, operator="cli")
-    access.close()
+    with _access(args.db) as access:
+        key = access.rotate_key(args.publish_ahead, operator="cli")
     print(f"new key {key['kid']} ({key['state']}): signs from {key['activate_at']:.0f} (unix time)")
     return 0
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from signaling.access import offline
-
-    access = offline(args.db)
-    for k in access.keys.describe():
-        print(f"{k['kid']}\t{k['state']}\tpublished={k['published']}")
-    access.close()
+    with _access(args.db) as access:
+        for k in access.keys.describe():
+            print(f"{k['kid']}\t{k['state']}\tpublished={k['published']}")
     return 0
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from signaling.access import offline
-
-    access = offline(args.db)
-    result = access.audit.verify()
-    access.close()
+    with _access(args.db) as access:
+        result = access.audit.verify()
     if result.ok:
         print(f"audit chain intact: {result.records} records")
         return 0
@@ -277,12 +275,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_export(args: argparse.Namespace) -> int:
-    from signaling.access import offline
     from signaling.audit import export
 
-    access = offline(args.db)
-    records = access.audit.query(camera=args.camera, incident=args.incident, agency=args.agency, limit=-1)
-    access.close()
+    with _access(args.db) as access:
+        records = access.audit.query(camera=args.camera, incident=args.incident, agency=args.agency, limit=-1)
     if args.out is None:
         count = export(records, sys.stdout, args.format)
     else:

@@ -59,6 +59,7 @@ class World:
 
     def __init__(self, http: Client, access: Access, egress: Egress) -> None:
         self.http, self.access, self.egress = http, access, egress
+        self.viewers: list[Viewer] = []  # closed by the fixture, even when a test fails half-way
         self.creds: dict[str, tuple[str, str]] = {}
         for agency, role in (("police-112", "agency"), ("fire-119", "agency"), ("welfare-seoul", "agency"),
                              ("privacy-office", "auditor")):  # fmt: skip
@@ -91,7 +92,11 @@ class World:
 async def world(egress: Egress, tmp_path: Path) -> AsyncIterator[World]:
     app = create_app(LocalWorkerClient(egress), lambda: CAMERAS, db=tmp_path / "gt.db", access=FAST)
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:
-        yield World(http, app[ACCESS], egress)
+        world = World(http, app[ACCESS], egress)
+        try:
+            yield world
+        finally:
+            await asyncio.gather(*(v.pc.close() for v in world.viewers), return_exceptions=True)
 
 
 class Viewer:
@@ -110,6 +115,7 @@ SDP = {"Content-Type": "application/sdp"}
 
 async def watch(w: World, token: str, camera: str = "cam1") -> tuple[Viewer, str]:
     viewer = Viewer()
+    w.viewers.append(viewer)
     res = await w.http.post(f"/whep/{camera}", data=await viewer.offer(),
                             headers={**SDP, "Authorization": f"Bearer {token}"})  # fmt: skip
     assert res.status == 201, await res.text()
@@ -391,7 +397,8 @@ async def test_close_ends_every_live_view_within_a_second(world: World) -> None:
     t0 = time.monotonic()
     res = await w.http.post(f"/api/incidents/{inc['id']}/close", headers=w.basic("police-112"))
     assert (await res.json())["views_ended"] == 2
-    assert w.egress.sessions == [] and time.monotonic() - t0 < 1.0
+    elapsed = time.monotonic() - t0
+    assert w.egress.sessions == [] and elapsed < 1.0, (w.egress.sessions, elapsed)
     ended = w.access.audit.query(incident=inc["id"], event="view.ended")
     assert len(ended) == 2 and all(r["reason"] == "incident closed" and r["duration_s"] > 0 for r in ended)
     started = w.access.audit.query(incident=inc["id"], event="view.started")
@@ -485,7 +492,7 @@ async def test_restart_keeps_incidents_clients_keys_and_audit(egress: Egress, tm
     app = create_app(LocalWorkerClient(egress), lambda: CAMERAS, db=db, access=FAST)
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:
         w2 = World.__new__(World)
-        w2.http, w2.access, w2.egress, w2.creds = http, app[ACCESS], egress, creds
+        w2.http, w2.access, w2.egress, w2.creds, w2.viewers = http, app[ACCESS], egress, creds, []
         res = await http.get(f"/api/incidents/{inc['id']}", headers=w2.basic("fire-119"))  # same credentials
         assert res.status == 200 and (await res.json())["open"]
         assert await (await http.get("/.well-known/jwks.json")).json() == jwks
