@@ -426,6 +426,8 @@ async def test_revocation_and_window_end_stop_views(world: World) -> None:
     viewer, _ = await watch(w, (await w.token(short["id"]))["token"])
     waited = await until_true(lambda: not w.egress.sessions, 4)
     assert waited < 1.5 + 1.0
+    # the view's end is audited right after its session closes: wait for the record, not just the session
+    await until_true(lambda: bool(w.access.audit.query(incident=short["id"], event="view.ended")), 1.0)
     [ended] = w.access.audit.query(incident=short["id"], event="view.ended")
     assert ended["reason"] in ("incident window ended", "token expired")  # the token is capped at `until`
     # the token's whole-second exp may end the view a sweep before the window closes the incident
