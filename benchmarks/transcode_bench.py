@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,23 +40,17 @@ from typing import Any
 import av
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from feed import Unit, feed, read_units  # noqa: E402
 
 from mediaserver.bridge import Transcoder  # noqa: E402
 from mediaserver.egress import Egress  # noqa: E402
 from mediaserver.hub import Hub  # noqa: E402
 
 FPS = 25
-TICKS = 90000 // FPS
 BIT_RATE = 2_000_000
 X264 = ["-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline", "-x264-params", "scenecut=0"]
-
-
-@dataclass(frozen=True, slots=True)
-class Unit:
-    data: bytes
-    pts: int
-    keyframe: bool
 
 
 def make_clip(path: Path, seconds: int) -> Path:
@@ -68,12 +61,6 @@ def make_clip(path: Path, seconds: int) -> Path:
            "-f", "hevc", str(path)]  # fmt: skip
     subprocess.run(cmd, check=True)
     return path
-
-
-def read_units(path: Path) -> list[Unit]:
-    parser = av.CodecContext.create("hevc", "r")
-    packets = [*parser.parse(path.read_bytes()), *parser.parse(b"")]
-    return [Unit(bytes(p), i * TICKS, p.is_keyframe) for i, p in enumerate(packets)]
 
 
 # --- part 1: frames per CPU-second, ours vs ffmpeg --------------------------------------------------------
@@ -183,18 +170,9 @@ async def serve_offers(egress: Egress, camera: str, profile: str) -> tuple[Any, 
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/offer"
 
 
-async def pace(hub: Hub, units: list[Unit]) -> None:
-    t0, n, span = time.monotonic(), 0, len(units) * TICKS
-    for loop in range(1_000_000):
-        for unit in units:
-            hub.publish(Unit(unit.data, unit.pts + loop * span, unit.keyframe))
-            n += 1
-            await asyncio.sleep(max(0.0, t0 + n / FPS - time.monotonic()))
-
-
 async def one_run(units: list[Unit], viewers: int, window: float, profile: str) -> dict[str, Any]:
     hub = Hub("cam265", codec="h265")
-    feeder = asyncio.create_task(pace(hub, units))
+    feeder = asyncio.create_task(feed(hub, units))
     egress = Egress({"cam265": hub}.get, ice_hosts=["127.0.0.1"])
     runner, url = await serve_offers(egress, "cam265", profile)
     ours, theirs = mp.Pipe()
@@ -304,7 +282,7 @@ def main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "clip.hevc", args.seconds)
-        units = read_units(clip)
+        units = read_units(clip, "h265")
         rows1 = [] if args.skip_part1 else part1(clip, units, args.repeat)
         rows2 = part2(units, [int(n) for n in args.viewers.split(",")], args.window, args.profile)
         print(f"wrote {write_report(args, clip, rows1, rows2)}")

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -42,24 +41,18 @@ from typing import Any
 import av
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from feed import Unit, feed, read_units  # noqa: E402
 
 from mediaserver.admission import AdmissionSettings  # noqa: E402
 from mediaserver.egress import Egress, Overloaded, h264_capabilities, use_ice_hosts  # noqa: E402
 from mediaserver.hub import Hub, Subscription  # noqa: E402
 
 FPS = 25
-TICKS = 90000 // FPS
 CLEAN_FRACTION = 0.97
 
 Offer = Callable[[str], Awaitable[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Unit:
-    data: bytes
-    pts: int
-    keyframe: bool
 
 
 def make_units(tmp: Path, seconds: int) -> list[Unit]:
@@ -70,18 +63,7 @@ def make_units(tmp: Path, seconds: int) -> list[Unit]:
                     "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast",
                     "-bf", "0", "-x264-params", x264, "-b:v", "1M", "-maxrate", "1M", "-bufsize", "1M",
                     "-f", "h264", str(path)], check=True)  # fmt: skip
-    parser = av.CodecContext.create("h264", "r")
-    packets = [*parser.parse(path.read_bytes()), *parser.parse(b"")]
-    return [Unit(bytes(p), i * TICKS, p.is_keyframe) for i, p in enumerate(packets)]
-
-
-async def pace(hub: Hub, units: list[Unit]) -> None:
-    t0, n, span = time.monotonic(), 0, len(units) * TICKS
-    for loop in range(1_000_000):
-        for unit in units:
-            hub.publish(Unit(unit.data, unit.pts + loop * span, unit.keyframe))
-            n += 1
-            await asyncio.sleep(max(0.0, t0 + n / FPS - time.monotonic()))
+    return read_units(path)
 
 
 # --- the farm (runs in child processes) ----------------------------------------------------------------------
@@ -246,7 +228,7 @@ async def serve(offer: Offer) -> tuple[Any, str]:
 
 async def step(units: list[Unit], mode: str, viewers: int, args: argparse.Namespace, extra: int = 0) -> dict[str, Any]:
     hub = Hub("cam")
-    feeder = asyncio.create_task(pace(hub, units))
+    feeder = asyncio.create_task(feed(hub, units))
     await asyncio.sleep(0.1)
     cap = AdmissionSettings(max_sessions=viewers) if extra else None
     egress = Egress({"cam": hub}.get, ice_hosts=["127.0.0.1"], admission=cap)
