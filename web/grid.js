@@ -10,16 +10,7 @@ const params = new URLSearchParams(location.search);
 const profile = params.get("profile") || "low";
 const grid = (window.goldentimeGrid = { profile, tiles: [] });
 
-// The stream token arrives in the URL fragment (never sent to servers) and moves to this tab's sessionStorage.
-const token = (() => {
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem("goldentime.token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return sessionStorage.getItem("goldentime.token");
-})();
-const authorization = () => (token ? { Authorization: `Bearer ${token}` } : {});
+// `token` and `authorization()` come from token.js.
 
 async function cameraIds() {
   const wanted = (params.get("cameras") || "").split(",").filter(Boolean);

@@ -9,18 +9,7 @@ const state = (window.goldentime = {
 });
 let pc = null, statsTimer = null, cameras = [], run = 0;
 
-// The stream token (issued for one operator and one incident) arrives in the URL fragment, which browsers
-// never send to servers or in Referer; it is moved to sessionStorage (this tab only) and the fragment is
-// removed from the address bar and history.
-const token = (() => {
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem("goldentime.token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return sessionStorage.getItem("goldentime.token");
-})();
-const authorization = () => (token ? { Authorization: `Bearer ${token}` } : {});
+// `token` and `authorization()` come from token.js.
 
 function setState(name, text) {
   state.state = name;
