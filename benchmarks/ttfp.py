@@ -35,23 +35,20 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.async_api import BrowserContext, async_playwright
+from playwright.async_api import BrowserContext
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CHROMIUM = "/usr/bin/chromium"
-SYSTEM_PYTHON = "/usr/bin/python3"
-FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--no-default-browser-check", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",  # mDNS candidates delayed the first frame ~1.3 s
-]  # fmt: skip
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser import CHROMIUM, chromium  # noqa: E402  (Debian Chromium with the flags PEERS.md gives)
+
+from mediaserver.simcam import SYSTEM_PYTHON  # noqa: E402
+
 PAGE_PATH = "/__goldentime_ttfp__.html"
 LAT, LON = 37.5663, 126.9779  # where the clock camera "stands" (Seoul City Hall)
 MODES = ("keyframe", "gop", "live")
@@ -118,19 +115,6 @@ class Join:
 
 def page_html() -> str:
     return f"<!doctype html><html><body><script>{(HERE / 'stamp.js').read_text()}</script></body></html>"
-
-
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[BrowserContext]:
-    with tempfile.TemporaryDirectory(prefix="ttfp-chromium-") as profile:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=FLAGS
-            )
-            try:
-                yield context
-            finally:
-                await context.close()
 
 
 async def join_once(context: BrowserContext, base: str, camera: str, token: str, timeout_s: float) -> Join:
