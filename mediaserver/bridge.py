@@ -377,6 +377,7 @@ class ViewerFeed:
         self.keyframes = 0
         self._past_overflows = 0
         self._last_key_at = 0.0
+        self.handed_over = False  # the camera's shared fan-out sends for this viewer (caught_up/hand_over)
         if self._transcode or (start == "live" and len(hub.gop()) >= 2):
             self._view = pool.join(hub, active=False, profile=profile)
 
@@ -469,11 +470,44 @@ class ViewerFeed:
         edge = gop[-1].pts if gop else pts
         return max(0.0, now - self._hub.last_unit_at + (edge - pts) / 90000)
 
+    @property
+    def hub(self) -> Hub:
+        return self._hub
+
+    def caught_up(self) -> bool:
+        """On plain passthrough and nothing queued: from the hub's next unit on, this viewer sends exactly what
+        every other such viewer sends, so the caller may hand it to the camera's shared fan-out."""
+        return self._view is None and not self._replay and self._sub is not None and self.sent > 0 and (
+            self._sub.caught_up
+        )
+
+    def hand_over(self) -> None:
+        """The shared fan-out sends from now on (call in the same tick as `caught_up()`): drop the subscription."""
+        if self._sub is not None:
+            self._past_overflows += self._sub.overflows
+            self._sub.close()
+            self._sub = None
+        self.handed_over = True
+
     def refresh(self) -> bool:
-        """The viewer lost the picture (PLI/FIR): serve it an IDR of the newest frame from the cache."""
+        """The viewer lost the picture (PLI/FIR): serve it an IDR of the newest frame from the cache.
+        A handed-over viewer comes back to `next()` (its caller leaves the fan-out when this returns True)."""
         now = time.monotonic()
         if now - self._last_key_at < MIN_REFRESH_INTERVAL:
             return False
+        if self.handed_over:
+            self._last_key_at = now
+            self.handed_over = False
+            self._sub = self._hub.subscribe()
+            gop = self._hub.gop()
+            if len(gop) >= 2:
+                self._view = self._pool.join(self._hub, profile=self._profile)
+                self._sub.wait_for_keyframe()
+            elif gop:
+                self._replay = gop  # the newest unit is a keyframe: resend it
+            else:
+                self._sub.wait_for_keyframe()
+            return True
         self._last_key_at = now
         if self._view is not None:
             self._view.request_idr()

@@ -1,9 +1,9 @@
 """WebRTC egress (aiortc): one RTCPeerConnection per viewer, H.264 passed through from the hub.
 
-Each viewer's track returns `av.Packet`s (Annex-B, 90 kHz pts) from a `ViewerFeed`, so aiortc packetises
-without re-encoding; the feed opens the viewer on the present through the bridge (see bridge.py) and also
-answers the viewer's picture-loss requests (PLI/FIR) from the cache. Answers negotiate H.264 only and are
-sent after ICE gathering completed (no server-side trickle).
+aiortc does ICE, DTLS, SDP and RTCP; the media itself is sent by fanout.py: each viewer's `ViewerFeed` opens it
+on the present through the bridge (bridge.py) and answers its picture-loss requests (PLI/FIR) from the cache,
+and once it is on plain passthrough the camera's shared fan-out sends to all such viewers in one C call.
+Answers negotiate H.264 only and are sent after ICE gathering completed (no server-side trickle).
 
 A viewer asks for a profile (transcode.py): `main` passes H.264 through, `low` is a shared transcode (or the
 camera's sub-stream, when `substream_lookup` finds one live). New sessions are refused with `Overloaded`
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aioice.ice
-import av
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -36,7 +35,8 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from mediaserver.admission import AdmissionSettings, LoadMonitor, Refusal
-from mediaserver.bridge import TIME_BASE, BridgePool, StartPolicy, ViewerFeed
+from mediaserver.bridge import BridgePool, StartPolicy, ViewerFeed
+from mediaserver.fanout import FanoutPool, FastSender
 from mediaserver.hub import Hub
 from mediaserver.snapshot import NoPicture, SnapshotCache
 from mediaserver.transcode import MAIN, Profile, UnknownProfile, get_profile
@@ -123,46 +123,15 @@ def check_offer(sdp: str) -> None:
         raise BadOffer("the offer has no H.264 codec; this server sends H.264 only")
 
 
-# --- the viewer's track -------------------------------------------------------------------------------
-# aiortc records a viewer's PLI/FIR in this name-mangled sender flag, which only its encoders read: on the
-# passthrough path it is ignored. CameraTrack.recv() is the one place we read and clear it.
-_FORCE_KEYFRAME = "_RTCRtpSender__force_keyframe"
-
-
+# --- the viewer's track ---------------------------------------------------------------------------
 class CameraTrack(MediaStreamTrack):
-    """A video track that sends the camera's encoded units (no re-encoding)."""
+    """The video track a viewer's transceiver carries. aiortc never pulls frames from it: the session's
+    `FastSender` (fanout.py) sends the camera's units itself."""
 
     kind = "video"
 
-    def __init__(self, feed: ViewerFeed, on_end: Callable[[], None]) -> None:
-        super().__init__()
-        self.feed = feed
-        self.sender: RTCRtpSender | None = None
-        self._on_end = on_end
-
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        self._answer_picture_loss()
-        unit = await self.feed.next()
-        if unit is None:  # camera removed
-            self.stop()
-            self._on_end()
-            raise MediaStreamError
-        packet = av.Packet(unit.data)
-        packet.pts = unit.pts
-        packet.time_base = TIME_BASE
-        return packet
-
-    def _answer_picture_loss(self) -> None:
-        if self.sender is not None and getattr(self.sender, _FORCE_KEYFRAME, False):
-            setattr(self.sender, _FORCE_KEYFRAME, False)
-            if self.feed.refresh():
-                log.debug("picture loss from a viewer: serving an IDR of the newest frame")
-
-    def stop(self) -> None:
-        self.feed.close()
-        super().stop()
+    async def recv(self) -> Any:
+        raise MediaStreamError  # not reached: FastSender replaces the sender's RTP loop
 
 
 def _ms(t: float | None, since: float | None) -> int | None:
@@ -174,22 +143,29 @@ class Session:
     id: str
     camera_id: str
     pc: RTCPeerConnection
-    track: CameraTrack
+    feed: ViewerFeed
+    sender: FastSender
     profile: Profile = MAIN
     created_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def overflows(self) -> int:
+        """Times this viewer fell behind: its queues overflowed or the kernel refused a send (buffer full)."""
+        return self.feed.overflows + self.sender.stalls
+
     def stats(self) -> dict[str, Any]:
-        feed = self.track.feed
+        feed = self.feed
         return {
             "id": self.id,
             "camera_id": self.camera_id,
             "profile": self.profile.name,
             "state": self.pc.connectionState,
             "age_s": round(time.monotonic() - self.created_at, 1),
-            "frames_sent": feed.sent,
+            "frames_sent": self.sender.frames,
             "frames_bridged": feed.bridged,
-            "keyframes_sent": feed.keyframes,
-            "overflows": feed.overflows,
+            "keyframes_sent": feed.keyframes,  # those sent before the viewer joined the shared fan-out
+            "shared_fanout": self.sender.group is not None,
+            "overflows": self.overflows,
             # connected (the sender asked for media) -> first unit handed to it; and how old that picture was
             "first_picture_ms": _ms(feed.first_at, feed.active_at),
             "first_picture_age_ms": _ms(feed.first_age, 0.0),
@@ -215,6 +191,7 @@ class Egress:
         self.ice_hosts = ice_hosts
         self.start = start
         self.bridges = BridgePool()
+        self.fanout = FanoutPool()
         self.snapshots = SnapshotCache()
         self.load = LoadMonitor(admission, self._overflows)
         self._sessions: dict[str, Session] = {}
@@ -225,7 +202,7 @@ class Egress:
         return self.hub_lookup(camera_id) is not None
 
     def _overflows(self) -> int:
-        return self._past_overflows + sum(s.track.feed.overflows for s in self._sessions.values())
+        return self._past_overflows + sum(s.overflows for s in self._sessions.values())
 
     def admit(self) -> None:
         """Raise Overloaded if one more session would degrade the current ones."""
@@ -259,13 +236,13 @@ class Egress:
         session_id = uuid.uuid4().hex
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
         feed = ViewerFeed(self.bridges, hub, self.start, applied)
-        track = CameraTrack(feed, lambda: self._close_soon(session_id))
-        session = Session(session_id, camera_id, pc, track, wanted)
+        sender = self.fanout.sender(feed, lambda: self._close_soon(session_id))
+        session = Session(session_id, camera_id, pc, feed, sender, wanted)
         try:
             answer = await self._answer(session, sdp)
         except Exception as exc:
             await pc.close()
-            track.stop()
+            feed.close()
             raise BadOffer(f"cannot answer the offer: {exc}") from exc
         self._sessions[session_id] = session
         self._watch(session)
@@ -276,9 +253,9 @@ class Egress:
         pc = session.pc
         # Codec choice happens inside setRemoteDescription: the transceiver and its H.264-only preference
         # must exist before it, or aiortc answers with whatever the offer lists first.
-        transceiver: RTCRtpTransceiver = pc.addTransceiver(session.track, direction="sendonly")
+        transceiver: RTCRtpTransceiver = pc.addTransceiver(CameraTrack(), direction="sendonly")
         transceiver.setCodecPreferences(h264_capabilities())
-        session.track.sender = transceiver.sender
+        session.sender.attach(transceiver.sender)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         with use_ice_hosts(self.ice_hosts):
             await pc.setLocalDescription(await pc.createAnswer())  # returns once gathering completed
@@ -328,9 +305,9 @@ class Egress:
         await self._shutdown(session)
 
     async def _shutdown(self, session: Session) -> None:
-        self._past_overflows += session.track.feed.overflows
-        session.track.stop()
-        await session.pc.close()
+        self._past_overflows += session.overflows
+        await session.pc.close()  # stops the sender first: it leaves its fan-out group before the sockets close
+        session.feed.close()
         log.info("session %s closed after %.1f s", session.id, time.monotonic() - session.created_at)
 
     async def close_camera(self, camera_id: str) -> None:

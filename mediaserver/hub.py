@@ -30,6 +30,20 @@ MAX_GOP_BYTES = 8 * 1024 * 1024
 MAX_GOP_UNITS = 600
 
 
+class Listener(Protocol):
+    """A consumer called synchronously for every unit (egress's fan-out: one call sends to all its viewers)."""
+
+    def offer(self, unit: Unit) -> None: ...
+    def reset(self) -> None:
+        """The stream broke: what comes next does not continue what was sent."""
+        ...
+
+    def hub_closed(self) -> None: ...
+    def __len__(self) -> int:
+        """How many viewers it serves (a camera with any is read live, not in batches)."""
+        ...
+
+
 class Subscription:
     """One consumer of a hub. `get()` returns the next unit; after an overflow the next unit is a keyframe."""
 
@@ -63,6 +77,11 @@ class Subscription:
     def wait_for_keyframe(self) -> None:
         """Drop what is queued and resume at the next keyframe (e.g. the consumer has its own start point)."""
         self._skip_to_keyframe()
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing queued and not skipping to a keyframe: the next unit the hub publishes is the next to send."""
+        return self._queue.empty() and not self._waiting_keyframe and not self.closed
 
     def drain(self) -> list[Unit]:
         """The units queued now, without waiting (for a consumer that batches work); the end marker stays."""
@@ -102,6 +121,7 @@ class Hub:
         self._gop: list[Unit] = []
         self._gop_bytes = 0
         self._subscribers: set[Subscription] = set()
+        self._listeners: list[Listener] = []
         self.units = 0
         self.keyframes = 0
         self.bytes = 0
@@ -118,6 +138,8 @@ class Hub:
         self._cache(unit, now)
         for sub in tuple(self._subscribers):
             sub._offer(unit)
+        for listener in tuple(self._listeners):
+            listener.offer(unit)
         if unit.keyframe:
             for callback in tuple(self.on_keyframe):
                 callback(unit)
@@ -142,6 +164,8 @@ class Hub:
         self._gop, self._gop_bytes = [], 0
         for sub in tuple(self._subscribers):
             sub.wait_for_keyframe()
+        for listener in tuple(self._listeners):
+            listener.reset()
 
     # --- consumer side (egress, bridge) ---
     def gop(self) -> list[Unit]:
@@ -157,11 +181,22 @@ class Hub:
         self._subscribers.add(sub)
         return sub
 
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        """Consumers of the live stream: subscriptions plus the viewers of listeners."""
+        return len(self._subscribers) + sum(len(listener) for listener in self._listeners)
 
     def close(self) -> None:
         for sub in tuple(self._subscribers):
             sub.close()
+        for listener in tuple(self._listeners):
+            listener.hub_closed()
+        self._listeners.clear()
         self._gop, self._gop_bytes = [], 0

@@ -245,13 +245,17 @@ async def test_picture_loss_is_answered_and_a_closed_peer_ends_its_session(
     await viewer.answer(await res.text())
     track = await asyncio.wait_for(viewer.track, 5)
     session = next(iter(egress._sessions.values()))
-    await wait_until(lambda: session.track.feed.sent > 0 and not session.track.feed.bridging)  # passthrough
-    keyframes, bridged = session.track.feed.keyframes, session.track.feed.bridged
+    await wait_until(lambda: session.sender.group is not None)  # passthrough, in the camera's shared fan-out
+    hub = egress.hub_lookup(session.camera_id)
+    await wait_until(lambda: hub is not None and len(hub.gop()) >= 3)  # mid-GOP: the answer is a bridge IDR
+    keyframes, bridged = session.feed.keyframes, session.feed.bridged
 
-    assert session.track.sender is not None
-    session.track.sender._send_keyframe()  # what aiortc does on a viewer's PLI/FIR
-    await wait_until(lambda: session.track.feed.bridged > bridged)
-    assert session.track.feed.keyframes > keyframes  # an IDR of the newest frame, from the cache
+    assert session.sender.sender is not None
+    session.sender.sender._send_keyframe()  # what aiortc does on a viewer's PLI/FIR
+    assert session.sender.group is None  # out of the fan-out, back to its own feed
+    await wait_until(lambda: session.feed.bridged > bridged)
+    assert session.feed.keyframes > keyframes  # an IDR of the newest frame, from the cache
+    await wait_until(lambda: session.sender.group is not None, 10)  # and back in the fan-out at the next keyframe
     for _ in range(5):
         await asyncio.wait_for(track.recv(), 2)  # and the picture goes on
 
