@@ -96,7 +96,12 @@ class FanoutGroup:
             if not unit.keyframe:
                 return
             self._waiting_keyframe = False
-        for output in send_all(self._outputs, self._cache.get(unit)):  # the outputs whose socket failed
+        try:
+            failed = send_all(self._outputs, self._cache.get(unit))  # the outputs whose socket failed
+        except Exception:  # called from the camera's ingest: a fan-out bug must not cost the camera its stream
+            log.exception("fan-out of %s failed", self.hub.camera_id)
+            return
+        for output in failed:
             log.warning("viewer socket failed (errno %d): ending its session", output.last_errno)
             self._members[output].end()
 

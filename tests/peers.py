@@ -138,11 +138,13 @@ def simcam(
     password: str = "admin",
     fps: float | None = None,
     aud: bool = False,
+    audio: bool = False,
     timeout: float = 30.0,
 ) -> Iterator[SimCam]:
     """Run gst_camera.py serving `mounts` ({"cam": clip_path}) on a free 127.0.0.1 port.
 
-    aud=True starts every access unit with an access unit delimiter, as many real cameras do."""
+    aud=True starts every access unit with an access unit delimiter, as many real cameras do; audio=True adds a
+    G.711 PCMU track."""
     args = [SYSTEM_PYTHON, str(GST_CAMERA), "--host", "127.0.0.1", "--port", "0", "--auth", auth]
     args += ["--user", user, "--password", password]
     for mount, clip in mounts.items():
@@ -151,6 +153,8 @@ def simcam(
         args += ["--fps", str(fps)]
     if aud:
         args.append("--aud")
+    if audio:
+        args.append("--audio")
     with ready_process(args, timeout) as base_url:
         yield SimCam(base_url)
 

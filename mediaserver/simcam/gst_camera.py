@@ -165,13 +165,21 @@ class Feeder:
             self.source_id = 0
 
 
-def make_factory(clip: Clip, auth: bool) -> GstRtspServer.RTSPMediaFactory:
+# A G.711 (PCMU) track beside the video, as cameras with a microphone offer it (silence: tests only need the track).
+# Paced by `identity sync=true`: with a second live source gst-rtsp-server's PLAY fails ("seek failed").
+AUDIO = (
+    "audiotestsrc wave=silence samplesperbuffer=160 ! identity sync=true "
+    "! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1 pt=0"
+)
+
+
+def make_factory(clip: Clip, auth: bool, audio: bool = False) -> GstRtspServer.RTSPMediaFactory:
     enc = "h264" if clip.codec == "h264" else "h265"
     rate = f"{clip.fps.numerator}/{clip.fps.denominator}"
     launch = (
         f"( appsrc name=src is-live=true format=time do-timestamp=false max-bytes=0 "
         f"caps=video/x-{enc},stream-format=byte-stream,alignment=au,framerate={rate} "
-        f"! {enc}parse config-interval=-1 ! rtp{enc}pay name=pay0 pt=96 config-interval=0 )"
+        f"! {enc}parse config-interval=-1 ! rtp{enc}pay name=pay0 pt=96 config-interval=0 {AUDIO if audio else ''} )"
     )
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch)
@@ -220,6 +228,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--password", default="admin")
     p.add_argument("--fps", type=float, help="override the clips' frame rate")
     p.add_argument("--aud", action="store_true", help="start every access unit with an AUD, as many cameras do")
+    p.add_argument("--audio", action="store_true", help="add a G.711 PCMU audio track (silence)")
     return p.parse_args(argv)
 
 
@@ -240,7 +249,7 @@ def main(argv: list[str]) -> int:
             raise SystemExit(f"--mount {spec!r}: expected PATH=CLIP")
         if clip_path not in clips:
             clips[clip_path] = demux(clip_path, args.fps, args.aud)
-        mounts.add_factory("/" + path.lstrip("/"), make_factory(clips[clip_path], use_auth))
+        mounts.add_factory("/" + path.lstrip("/"), make_factory(clips[clip_path], use_auth, args.audio))
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on {args.host}:{args.port}")
     loop = GLib.MainLoop()
