@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
@@ -147,7 +148,7 @@ def main() -> None:
     write(args, rows, load, packets_per_frame)
 
 
-def write(args: argparse.Namespace, rows: list[tuple], load: float, ppf: int) -> None:  # type: ignore[type-arg]
+def write(args: argparse.Namespace, rows: list[tuple[Any, ...]], load: float, ppf: int) -> None:
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     lines = [
         "# Fan-out send path: core_ext.fanout vs aiortc's per-packet path (same run)", "",
@@ -157,8 +158,8 @@ def write(args: argparse.Namespace, rows: list[tuple], load: float, ppf: int) ->
         f"- command: `python benchmarks/fanout_send.py {shlex.join(sys.argv[1:])}`",
         f"- one 5,000-byte H.264 P-frame ({ppf} RTP packets) per step to every viewer; each viewer a real libsrtp "
         "session and UDP socket to its own loopback receiver", "",
-        "| viewers | SRTP profile | fanout us/packet | aiortc path us/packet | ratio | viewers/core at 1 Mbit/s (fanout) "
-        "| viewers/core (aiortc path) |",
+        "| viewers | SRTP profile | fanout us/packet | aiortc path us/packet | ratio "
+        "| viewers/core at 1 Mbit/s (fanout) | viewers/core (aiortc path) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for n, profile, ours, theirs, ratio, pc_ours, pc_theirs in rows:

@@ -24,6 +24,7 @@ cdef class RtpOutput:
     cdef readonly uint16_t rtx_seq
     cdef readonly int fd
     cdef readonly object target             # (fd, host, port) or None
+    cdef public object owner                # the fan-out group sending to it, if any
     cdef readonly bint failed               # the socket failed (closed, unreachable): the viewer is gone
     # counters (RTCP sender reports, stats, admission control)
     cdef readonly uint64_t packets

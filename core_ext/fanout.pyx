@@ -426,12 +426,20 @@ cdef class RtpOutput:
         self._history = [None] * HISTORY
 
 
-def send_all(list outputs not None, RtpFrame frame not None):
-    """Send one frame to every output (one sendmmsg each); the outputs whose socket failed (not merely full)."""
+def send_all(list outputs not None, RtpFrame frame not None, Py_ssize_t start=0, Py_ssize_t stop=-1,
+             object owner=None):
+    """Send one frame to outputs[start:stop] (one sendmmsg each); with `owner`, only to outputs whose `owner` it
+    still is (a viewer that left a group meanwhile is skipped). The outputs whose socket failed (not merely full)."""
     cdef uint64_t ntp = _ntp_now()
     cdef list failed = []
     cdef RtpOutput out
-    for out in outputs:
+    cdef Py_ssize_t i
+    if stop < 0 or stop > len(outputs):
+        stop = len(outputs)
+    for i in range(max(start, 0), stop):
+        out = outputs[i]
+        if owner is not None and out.owner is not owner:
+            continue
         out._send(frame, ntp)
         if out.failed:
             failed.append(out)

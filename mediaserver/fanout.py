@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -64,8 +64,19 @@ class FrameCache:
         return frame
 
 
+# Datagrams sent per event-loop iteration by one group: a keyframe (~40 packets) to 1,000 viewers is ~40,000
+# datagrams, ~120 ms of CPU; in slices of ~3 ms the other cameras' reads and viewers' RTCP interleave.
+SLICE_PACKETS = 1024
+# Frames a group may have queued (it is behind by this much only when the worker is overloaded, which admission
+# control should have refused): older ones are dropped and the group resumes at the next keyframe.
+MAX_BACKLOG = 25
+
+
 class FanoutGroup:
-    """The viewers of one camera on plain passthrough: every unit goes to all of them in one C call."""
+    """The viewers of one camera on plain passthrough: every unit goes to all of them in one C call.
+
+    Each frame is sent to the members it had when it arrived (`send_all` skips one that left meanwhile); a frame to
+    many viewers is sent in slices, one per loop iteration, and frames never overtake each other."""
 
     def __init__(self, hub: Hub, cache: FrameCache, on_empty: Callable[[FanoutGroup], None]) -> None:
         self.hub = hub
@@ -73,22 +84,34 @@ class FanoutGroup:
         self._on_empty = on_empty
         self._members: dict[RtpOutput, FastSender] = {}
         self._outputs: list[RtpOutput] = []
+        self._backlog: deque[tuple[RtpFrame, list[RtpOutput], int]] = deque()
+        self._scheduled: asyncio.Handle | None = None
         self._waiting_keyframe = False
+        self.skipped_frames = 0  # dropped from an overlong backlog
         hub.add_listener(self)
 
     def __len__(self) -> int:
         return len(self._outputs)
 
     def add(self, sender: FastSender, output: RtpOutput) -> None:
+        output.owner = self
         self._members[output] = sender
         self._outputs.append(output)
 
     def remove(self, output: RtpOutput) -> None:
         if self._members.pop(output, None) is not None:
+            output.owner = None
             self._outputs.remove(output)
         if not self._outputs:
-            self.hub.remove_listener(self)
+            self._stop()
             self._on_empty(self)
+
+    def _stop(self) -> None:
+        self.hub.remove_listener(self)
+        self._backlog.clear()
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
 
     # --- hub listener ---
     def offer(self, unit: Unit) -> None:
@@ -97,18 +120,48 @@ class FanoutGroup:
                 return
             self._waiting_keyframe = False
         try:
-            failed = send_all(self._outputs, self._cache.get(unit))  # the outputs whose socket failed
+            frame = self._cache.get(unit)
         except Exception:  # called from the camera's ingest: a fan-out bug must not cost the camera its stream
             log.exception("fan-out of %s failed", self.hub.camera_id)
             return
-        for output in failed:
-            log.warning("viewer socket failed (errno %d): ending its session", output.last_errno)
-            self._members[output].end()
+        if len(self._backlog) >= MAX_BACKLOG:
+            self.skipped_frames += len(self._backlog)
+            self._backlog.clear()
+            if not unit.keyframe:
+                self._waiting_keyframe = True
+                return
+        self._backlog.append((frame, list(self._outputs), 0))
+        if self._scheduled is None:
+            self._drain()  # the first slice at once: a small group is done here, with no added latency
+
+    def _drain(self) -> None:
+        self._scheduled = None
+        budget = SLICE_PACKETS
+        while self._backlog and budget > 0:
+            frame, outputs, start = self._backlog[0]
+            stop = min(len(outputs), start + max(1, budget // max(1, frame.count)))
+            try:
+                failed = send_all(outputs, frame, start, stop, self)
+            except Exception:
+                log.exception("fan-out of %s failed", self.hub.camera_id)
+                failed, stop = [], len(outputs)
+            budget -= (stop - start) * frame.count
+            if stop >= len(outputs):
+                self._backlog.popleft()
+            else:
+                self._backlog[0] = (frame, outputs, stop)
+            for output in failed:
+                log.warning("viewer socket failed (errno %d): ending its session", output.last_errno)
+                if output in self._members:
+                    self._members[output].end()
+        if self._backlog and self._members:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._drain)
 
     def reset(self) -> None:
         self._waiting_keyframe = True
 
     def hub_closed(self) -> None:
+        self._stop()
         for sender in list(self._members.values()):
             sender.end()
 

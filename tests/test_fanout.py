@@ -20,6 +20,7 @@ from pylibsrtp._binding import ffi, lib
 
 from core_ext.depacketize import H264Depacketizer
 from core_ext.fanout import RtpFrame, RtpOutput, packetize_h264, send_all
+from mediaserver import fanout
 from mediaserver.egress import Egress, use_ice_hosts
 from mediaserver.hub import Hub
 
@@ -220,3 +221,45 @@ async def test_removing_the_camera_ends_shared_fanout_sessions(units: list[Unit]
         task.cancel()
         await viewer.pc.close()
         await egress.close_all()
+
+
+class Member:
+    """What a group needs of a viewer's sender."""
+
+    ended = False
+
+    def end(self) -> None:
+        self.ended = True
+
+
+async def test_a_group_sends_large_fanouts_in_order_in_slices_and_skips_a_viewer_that_left(
+    units: list[Unit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fanout, "SLICE_PACKETS", 20)  # a few viewers per loop iteration
+    hub = Hub("cam1")
+    group = fanout.FanoutGroup(hub, fanout.FrameCache(), lambda g: None)
+    receivers = [Receiver() for _ in range(12)]
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in receivers]
+    outputs = [make_output(s, r.port) for s, r in zip(socks, receivers, strict=True)]
+    for out in outputs:
+        group.add(Member(), out)  # type: ignore[arg-type]
+    key = next(i for i, u in enumerate(units) if u.keyframe)
+    sent = units[key : key + 3]
+    frames = [packetize_h264(u.data, u.pts) for u in sent]
+    hub.publish(sent[0])
+    assert len(group._backlog) == 1  # only a slice went out at once
+    group.remove(outputs[-1])  # leaves before its turn: it must get nothing more
+    for unit in sent[1:]:
+        hub.publish(unit)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not group._backlog:
+            break
+    assert not group._backlog
+    total = sum(f.count for f in frames)
+    for r in receivers[:-1]:
+        packets = r.packets(total)
+        assert [p[12:] for p in packets] == [f.payload(i) for f in frames for i in range(f.count)]  # in order
+    receivers[-1].sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        receivers[-1].sock.recv(2048)
