@@ -477,9 +477,8 @@ class ViewerFeed:
     def caught_up(self) -> bool:
         """On plain passthrough and nothing queued: from the hub's next unit on, this viewer sends exactly what
         every other such viewer sends, so the caller may hand it to the camera's shared fan-out."""
-        return self._view is None and not self._replay and self._sub is not None and self.sent > 0 and (
-            self._sub.caught_up
-        )
+        sub = self._sub
+        return self._view is None and not self._replay and sub is not None and self.sent > 0 and sub.caught_up
 
     def hand_over(self) -> None:
         """The shared fan-out sends from now on (call in the same tick as `caught_up()`): drop the subscription."""

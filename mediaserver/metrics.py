@@ -6,7 +6,8 @@ worker and renders them with `render()` (text format 0.0.4, written by hand: no 
 Cardinality: by default every series is per worker or per node, never per camera, so 10,000 cameras cost
 the same few dozen series as ten. Per-camera series are opt-in for named cameras (`/metrics?camera=ID`).
 Counters carry a `worker` label: each worker process counts from zero after a restart, and Prometheus
-handles a reset per series (sum them in PromQL: `sum(rate(goldentime_frames_total[1m]))`).
+handles a reset per series (sum them in PromQL: `sum(rate(goldentime_frames_total[1m]))`). The cameras of a
+worker that is down count as state "worker_down"; `goldentime_worker_restarts_total` counts its restarts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ Sample = dict[str, Any]
 Labels = Mapping[str, str]
 
 GOP_AGE_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
-STATES = ("idle", "connecting", "streaming", "backoff", "stopped")
+STATES = ("idle", "connecting", "streaming", "backoff", "stopped", "worker_down")  # worker_down: the front's
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -55,10 +56,15 @@ def sample_worker(worker: Worker | None, name: str, cameras: Iterable[str] = ())
     totals: Counter[str] = Counter()
     ages: list[float] = []
     now = time.monotonic()
-    ingests = worker.ingests if worker is not None else {}
-    for ingest in ingests.values():
-        hub = ingest.hub
+    ingests = list(worker.ingests.values()) if worker is not None else []
+    subs = list(worker.sub_ingests.values()) if worker is not None else []
+    for ingest in ingests:
         states[ingest.state.value] += 1
+        hub = ingest.hub
+        if hub.gop_bytes:
+            ages.append(now - hub.last_keyframe_at)
+    for ingest in ingests + subs:  # a sub-stream's traffic and failures are the camera's too
+        hub = ingest.hub
         errors.update(ingest.errors)
         totals["frames"] += hub.units
         totals["bytes"] += hub.bytes
@@ -66,10 +72,9 @@ def sample_worker(worker: Worker | None, name: str, cameras: Iterable[str] = ())
         totals["lost"] += ingest.rtp_counters()["lost"]
         totals["reconnects"] += max(ingest.attempts - 1, 0)
         totals["reads"] += ingest.socket_reads()
-        if hub.gop_bytes:
-            ages.append(now - hub.last_keyframe_at)
     sample.update(
         cameras=dict(states),
+        substreams=dict(Counter(ingest.state.value for ingest in subs)),
         errors=dict(errors),
         frames=totals["frames"],
         bytes=totals["bytes"],
@@ -132,31 +137,60 @@ def _labels(labels: Labels) -> str:
     return "{" + ",".join(f'{key}="{escape_label(str(value))}"' for key, value in labels.items()) + "}"
 
 
-def render(samples: list[Sample], front: Sample | None = None) -> str:
-    """The /metrics page for these worker samples (and the front process's own CPU/RSS, if separate)."""
+def render(samples: list[Sample], front: Sample | None = None, workers: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The /metrics page for these worker samples (and the front process's own CPU/RSS, if separate).
+
+    `workers` is the supervisor's view (signaling WorkerOps.workers(): name, up, restarts, cameras, and CPU/RSS
+    read from /proc): a worker in it without a sample (dead, restarting or not answering) counts its cameras
+    as "worker_down", so they never just vanish from the totals."""
     out = Exposition()
-    _node_gauges(out, samples)
+    sampled = {s["worker"] for s in samples}
+    silent = [w for w in workers if w.get("name") not in sampled]
+    _node_gauges(out, samples, sum(int(w.get("cameras") or 0) for w in silent))
     _worker_counters(out, samples)
     _gop_age(out, samples)
-    processes = [*samples, *([front] if front else [])]
+    processes = [*samples, *([front] if front else []), *(w for w in silent if "cpu_seconds" in w)]
     out.family("goldentime_worker_cpu_seconds_total", "counter", "CPU time (user+system) of each process.",
-               [({"worker": p["worker"]}, p["cpu_seconds"]) for p in processes])  # fmt: skip
+               [({"worker": _name(p)}, p["cpu_seconds"]) for p in processes])  # fmt: skip
     out.family("goldentime_worker_resident_bytes", "gauge", "Resident memory of each process.",
-               [({"worker": p["worker"]}, p["resident_bytes"]) for p in processes])  # fmt: skip
+               [({"worker": _name(p)}, p["resident_bytes"]) for p in processes])  # fmt: skip
     out.family("goldentime_workers", "gauge", "Media workers answering now.", [({}, len(samples))])
+    _supervision(out, workers, sampled)
     _per_camera(out, samples)
     return out.text()
 
 
-def _node_gauges(out: Exposition, samples: list[Sample]) -> None:
+def _name(process: Mapping[str, Any]) -> str:
+    return str(process.get("worker") or process.get("name"))
+
+
+def _supervision(out: Exposition, workers: Sequence[Mapping[str, Any]], sampled: set[str]) -> None:
+    if not workers:
+        return
+    named = [(w, {"worker": str(w.get("name"))}) for w in workers]
+    out.family("goldentime_worker_up", "gauge", "1 while the worker answers, 0 while it is dead or restarting.",
+               [(labels, float(w.get("name") in sampled)) for w, labels in named])  # fmt: skip
+    out.family("goldentime_worker_restarts_total", "counter", "Times the supervisor restarted the worker.",
+               [(labels, int(w.get("restarts") or 0)) for w, labels in named])  # fmt: skip
+    out.family("goldentime_worker_cameras", "gauge", "Cameras the worker serves (or should, while down).",
+               [(labels, int(w.get("cameras") or 0)) for w, labels in named])  # fmt: skip
+
+
+def _node_gauges(out: Exposition, samples: list[Sample], worker_down: int = 0) -> None:
     states: Counter[str] = Counter({state: 0 for state in STATES})
     for s in samples:
         states.update(s["cameras"])
+    states["worker_down"] += worker_down
     out.family("goldentime_cameras", "gauge", "Cameras by ingest state.",
                [({"state": state}, n) for state, n in sorted(states.items())])  # fmt: skip
     out.family("goldentime_viewers", "gauge", "Live WebRTC sessions.", [({}, sum(s["viewers"] for s in samples))])
     out.family("goldentime_gop_cache_bytes", "gauge", "Bytes held in GOP caches.",
                [({}, sum(s["gop_bytes"] for s in samples))])  # fmt: skip
+    subs: Counter[str] = Counter()
+    for s in samples:
+        subs.update(s.get("substreams", {}))
+    out.family("goldentime_substreams", "gauge", "Registered sub-streams ingested, by state.",
+               [({"state": state}, n) for state, n in sorted(subs.items())])  # fmt: skip
 
 
 def _worker_counters(out: Exposition, samples: list[Sample]) -> None:

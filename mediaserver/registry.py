@@ -2,10 +2,17 @@
 
 Credentials are stored apart from the URL and never leave the server: `Camera.public()` is the only shape
 that APIs and pages see.
+
+Changes are tracked in the database itself, so a running server picks up what any process writes (the
+`mediaserver cameras add/import` CLI, a script with plain SQL): triggers give every inserted or changed row
+the next value of a revision counter and leave a tombstone for every deleted id. A reader polls
+`revision()` (one row) and asks `changes(since)` for the rows and ids past the revision it has seen.
+Re-importing an unchanged row writes nothing and bumps nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import sqlite3
@@ -26,6 +33,36 @@ CREATE TABLE IF NOT EXISTS cameras (
     password TEXT,
     substream_url TEXT
 );
+CREATE TABLE IF NOT EXISTS registry_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO registry_meta VALUES ('rev', 0);
+CREATE TABLE IF NOT EXISTS camera_removed (id TEXT PRIMARY KEY, rev INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS camera_removed_rev ON camera_removed(rev);
+"""
+
+FIELDS = ("id", "name", "district", "lat", "lon", "url", "username", "password", "substream_url")
+_COLUMNS = ", ".join(FIELDS)
+_OLD, _NEW = ", ".join(f"OLD.{f}" for f in FIELDS), ", ".join(f"NEW.{f}" for f in FIELDS)
+_NEXT = "UPDATE registry_meta SET v = v + 1 WHERE k = 'rev'"
+_REV = "(SELECT v FROM registry_meta WHERE k = 'rev')"
+# Triggers run in the writer's transaction, whoever the writer is. The row's own `rev` update names no
+# column of `cameras_changed`, so it does not fire it again.
+TRACKING = f"""
+CREATE INDEX IF NOT EXISTS cameras_rev ON cameras(rev);
+CREATE TRIGGER IF NOT EXISTS cameras_added AFTER INSERT ON cameras BEGIN
+    {_NEXT};
+    UPDATE cameras SET rev = {_REV} WHERE id = NEW.id;
+    DELETE FROM camera_removed WHERE id = NEW.id;
+END;
+CREATE TRIGGER IF NOT EXISTS cameras_changed AFTER UPDATE OF {_COLUMNS} ON cameras
+WHEN ({_OLD}) IS NOT ({_NEW}) BEGIN
+    {_NEXT};
+    UPDATE cameras SET rev = {_REV} WHERE id = NEW.id;
+    INSERT OR REPLACE INTO camera_removed SELECT OLD.id, {_REV} WHERE OLD.id IS NOT NEW.id;
+END;
+CREATE TRIGGER IF NOT EXISTS cameras_removed AFTER DELETE ON cameras BEGIN
+    {_NEXT};
+    INSERT OR REPLACE INTO camera_removed VALUES (OLD.id, {_REV});
+END;
 """
 
 CSV_REQUIRED = ("id", "name", "district", "lat", "lon", "url")
@@ -107,6 +144,15 @@ def _rtsp_url(camera_id: str, field: str, url: str) -> tuple[str, str | None, st
     return split_credentials(url.strip())
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in the registry after some revision: rows added or changed, ids removed."""
+
+    revision: int  # the revision these changes bring the reader to
+    changed: list[Camera]
+    removed: list[str]
+
+
 class Registry:
     """The camera table. One connection per process; all calls are short and synchronous."""
 
@@ -115,20 +161,31 @@ class Registry:
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self._add_rev_column()
+        self._db.executescript(TRACKING)
+
+    def _add_rev_column(self) -> None:
+        """Databases made before change tracking have no `rev` column (two processes may race to add it)."""
+        if "rev" in {row[1] for row in self._db.execute("PRAGMA table_info(cameras)")}:
+            return
+        try:
+            with self._db:
+                self._db.execute("ALTER TABLE cameras ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as e:
+            if "duplicate column" not in str(e):
+                raise
 
     def close(self) -> None:
         self._db.close()
 
     def upsert(self, cameras: Iterable[Camera]) -> int:
-        rows = [
-            (c.id, c.name, c.district, c.lat, c.lon, c.url, c.username, c.password, c.substream_url) for c in cameras
-        ]
+        rows = [tuple(getattr(c, f) for f in FIELDS) for c in cameras]
+        changed = ", ".join(f"{f}=excluded.{f}" for f in FIELDS[1:])
+        differs = f"({', '.join(FIELDS[1:])}) IS NOT ({', '.join('excluded.' + f for f in FIELDS[1:])})"
         with self._db:
             self._db.executemany(
-                "INSERT INTO cameras VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                "name=excluded.name, district=excluded.district, lat=excluded.lat, lon=excluded.lon, "
-                "url=excluded.url, username=excluded.username, password=excluded.password, "
-                "substream_url=excluded.substream_url",
+                f"INSERT INTO cameras ({_COLUMNS}) VALUES ({','.join('?' * len(FIELDS))}) "
+                f"ON CONFLICT(id) DO UPDATE SET {changed} WHERE {differs}",
                 rows,
             )
         return len(rows)
@@ -141,14 +198,53 @@ class Registry:
             return self._db.execute("DELETE FROM cameras WHERE id=?", (camera_id,)).rowcount > 0
 
     def get(self, camera_id: str) -> Camera | None:
-        row = self._db.execute("SELECT * FROM cameras WHERE id=?", (camera_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM cameras WHERE id=?", (camera_id,)).fetchone()
         return Camera(*row) if row else None
 
+    def get_many(self, camera_ids: Iterable[str]) -> dict[str, Camera]:
+        """The cameras among these ids that exist (ids not registered are simply absent)."""
+        found: dict[str, Camera] = {}
+        ids = list(dict.fromkeys(camera_ids))
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            query = f"SELECT {_COLUMNS} FROM cameras WHERE id IN ({','.join('?' * len(chunk))})"
+            found.update((row[0], Camera(*row)) for row in self._db.execute(query, chunk))
+        return found
+
+    def revision(self) -> int:
+        """The change marker: grows with every camera added, changed or removed, by any process."""
+        return int(self._db.execute("SELECT v FROM registry_meta WHERE k='rev'").fetchone()[0])
+
+    def snapshot(self) -> tuple[int, list[Camera]]:
+        """Every camera and the revision they are current at (one read transaction)."""
+        with self._read():
+            return self.revision(), self.list()
+
+    def changes(self, since: int) -> Changes:
+        """Cameras added or changed, and ids removed, after revision `since` (one read transaction)."""
+        with self._read():
+            revision = self.revision()
+            if revision == since:
+                return Changes(revision, [], [])
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM cameras WHERE rev > ? ORDER BY rev", (since,))
+            changed = [Camera(*row) for row in rows]
+            removed = [row[0] for row in self._db.execute("SELECT id FROM camera_removed WHERE rev > ?", (since,))]
+        return Changes(revision, changed, removed)
+
     def list(self) -> list[Camera]:
-        return [Camera(*row) for row in self._db.execute("SELECT * FROM cameras ORDER BY id")]
+        return [Camera(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM cameras ORDER BY id")]
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM cameras").fetchone()[0])
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[None]:
+        """A consistent snapshot across several SELECTs (WAL: writers go on meanwhile)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
 
 def read_csv(path: str | Path) -> Iterator[Camera]:

@@ -5,6 +5,9 @@ same index, so the hash ring gives it the same cameras; the other workers are ne
 keeps dying soon after start is restarted with exponential backoff (capped) instead of in a tight loop.
 Each boot gets a fresh random RPC secret; the front reads the current port and generation through
 `endpoint()`, so sessions of a dead generation are known to be gone.
+
+`resize(n)` adds workers at runtime (each new one boots with its share of the ring of n) or stops the
+highest-numbered ones; moving cameras without a gap is the front's part (signaling/placement.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from mediaserver.hashring import worker_name
 from mediaserver.worker import WorkerSettings
 from mediaserver.worker_main import PARENT_ENV
 from mediaserver.worker_rpc import SECRET_ENV
@@ -29,6 +33,8 @@ READY_TIMEOUT_S = 30.0
 STABLE_AFTER_S = 10.0  # a worker that ran this long crashed "once": restart without backoff
 RESTART_DELAY_S = 0.1
 RESTART_CAP_S = 5.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +54,24 @@ class WorkerProcess:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def describe(self) -> dict[str, object]:
-        return {"index": self.index, "pid": self.proc.pid if self.proc else None, "up": self.port is not None,
-                "generation": self.generation, "restarts": self.restarts}  # fmt: skip
+        pid = self.proc.pid if self.proc and self.proc.returncode is None else None
+        return {"index": self.index, "name": worker_name(self.index), "pid": pid, "up": self.port is not None,
+                "generation": self.generation, "restarts": self.restarts, **process_usage(pid)}  # fmt: skip
+
+
+def process_usage(pid: int | None) -> dict[str, float]:
+    """CPU seconds and resident bytes of a child, read from /proc: answers even for a worker that is hung."""
+    if pid is None:
+        return {}
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()  # the command name may hold spaces
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return {}
+    cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15 of stat)
+    return {"cpu_seconds": cpu, "resident_bytes": pages * _PAGE_SIZE}
 
 
 class Supervisor:
@@ -62,6 +84,7 @@ class Supervisor:
         self.workers = [WorkerProcess(i) for i in range(count)]
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._resizing = asyncio.Lock()
 
     async def start(self) -> None:
         """Start every worker; returns once all answer (or raises TimeoutError)."""
@@ -69,7 +92,30 @@ class Supervisor:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await asyncio.gather(*(w.ready.wait() for w in self.workers))
 
+    async def resize(self, count: int) -> None:
+        """Run `count` workers: new ones are started (returns once they answer), the highest-numbered ones
+        beyond `count` are stopped. Indices stay 0..count-1, so ring members stay `worker-0..count-1`."""
+        if count < 1:
+            raise ValueError("at least one worker")
+        async with self._resizing:
+            self.count = count  # a worker (re)started from now on boots with its share of the new ring
+            if count > len(self.workers):
+                new = [WorkerProcess(i) for i in range(len(self.workers), count)]
+                self.workers.extend(new)
+                self._tasks.extend(asyncio.create_task(self._keep(w), name=f"supervise:{w.index}") for w in new)
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    await asyncio.gather(*(w.ready.wait() for w in new))
+            elif count < len(self.workers):
+                gone, tasks = self.workers[count:], self._tasks[count:]
+                del self.workers[count:], self._tasks[count:]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*(_terminate(w.proc, 5.0) for w in gone))
+
     def endpoint(self, index: int) -> Endpoint | None:
+        if index >= len(self.workers):
+            return None
         worker = self.workers[index]
         return Endpoint(f"http://127.0.0.1:{worker.port}", worker.generation) if worker.port else None
 

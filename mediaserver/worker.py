@@ -19,6 +19,8 @@ from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.client import Source, Timeouts
 from mediaserver.rtsp.reconnect import RateLimiter
 
+SUBSTREAM_STATUS = ("state", "codec", "connects", "units", "gop_age_s", "viewers", "last_error")
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -28,6 +30,7 @@ class WorkerSettings:
     ice_hosts: list[str] | None = None  # restrict ICE host candidates (e.g. ["127.0.0.1"] in tests)
     first_picture: StartPolicy = "live"  # how a new viewer starts (bridge.py); others only for comparison
     idle_read_interval: float = 0.0  # s between socket reads of a camera nobody watches (0: read at once)
+    ingest_substreams: bool = True  # ingest registered sub-streams (always on) for the `low` profile
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, to hand to a worker process."""
@@ -38,29 +41,94 @@ class WorkerSettings:
         return cls(**{**data, "timeouts": Timeouts(**data.get("timeouts", {}))})
 
 
+def _main_source(camera: Camera) -> tuple[str, str | None, str | None]:
+    return camera.url, camera.username, camera.password
+
+
+def _sub_source(camera: Camera) -> tuple[str | None, str | None, str | None]:
+    return camera.substream_url, camera.username, camera.password  # a camera's streams share its credentials
+
+
 class Worker:
+    """Ingest of the cameras this worker was given, and egress from their hubs.
+
+    A camera's registered sub-stream is ingested too, always on like the main stream, into a hub of its own
+    (`sub_hubs`): the `low` profile passes it through instead of transcoding (egress.py). Always on, because
+    a grid must open on the present picture like any view (on demand would cost a cold RTSP handshake and a
+    wait for a keyframe per tile); a sub-stream costs a fraction of its main stream. `ingest_substreams=False`
+    trades that back for capacity (the `low` profile then transcodes)."""
+
     def __init__(self, settings: WorkerSettings | None = None) -> None:
         self.settings = settings or WorkerSettings()
+        self.cameras: dict[str, Camera] = {}
         self.hubs: dict[str, Hub] = {}
         self.ingests: dict[str, CameraIngest] = {}
+        self.sub_hubs: dict[str, Hub] = {}
+        self.sub_ingests: dict[str, CameraIngest] = {}
         self.limiter = RateLimiter(self.settings.reconnect_rate)
         interval = self.settings.idle_read_interval
         self.batch = BatchReader(interval) if interval > 0 else None  # one for all this worker's cameras
-        self.egress = Egress(self.hubs.get, self.settings.ice_hosts, self.settings.first_picture)
+        self.egress = Egress(
+            self.hubs.get, self.settings.ice_hosts, self.settings.first_picture, substream_lookup=self.sub_hubs.get
+        )
 
     def add_camera(self, camera: Camera) -> None:
+        """Start ingest of a camera this worker does not have yet (one it has is left as it is)."""
         if camera.id in self.ingests:
             return
+        self.cameras[camera.id] = camera
         hub = Hub(camera.id)
-        source = Source(camera.url, camera.username, camera.password, self.settings.transport)
-        ingest = CameraIngest(hub, source, self.limiter, self.settings.timeouts, batch=self.batch)
         self.hubs[camera.id] = hub
-        self.ingests[camera.id] = ingest
+        self.ingests[camera.id] = self._ingest(hub, camera.url, camera)
+        self._start_substream(camera)
+
+    async def put_camera(self, camera: Camera) -> str:
+        """Add a camera or apply its registry change: "added", "restarted" (the main stream's URL or
+        credentials changed: its ingest starts again on the same hub, so viewers stay), "substream" (only the
+        sub-stream changed), "updated" (name or place only) or "unchanged"."""
+        old = self.cameras.get(camera.id)
+        if old is None:
+            self.add_camera(camera)
+            return "added"
+        if old == camera:
+            return "unchanged"
+        self.cameras[camera.id] = camera
+        outcome = "updated"
+        if _sub_source(old) != _sub_source(camera):
+            await self._stop_substream(camera.id)
+            self._start_substream(camera)
+            outcome = "substream"
+        if _main_source(old) != _main_source(camera):
+            hub = self.hubs[camera.id]
+            await self.ingests[camera.id].stop()
+            self.ingests[camera.id] = self._ingest(hub, camera.url, camera)
+            outcome = "restarted"
+        return outcome
+
+    def _ingest(self, hub: Hub, url: str, camera: Camera) -> CameraIngest:
+        source = Source(url, camera.username, camera.password, self.settings.transport)
+        ingest = CameraIngest(hub, source, self.limiter, self.settings.timeouts, batch=self.batch)
         ingest.start()
+        return ingest
+
+    def _start_substream(self, camera: Camera) -> None:
+        if camera.substream_url and self.settings.ingest_substreams:
+            hub = Hub(f"{camera.id}/sub")  # its own id: bridges and snapshots are keyed by hub id
+            self.sub_hubs[camera.id] = hub
+            self.sub_ingests[camera.id] = self._ingest(hub, camera.substream_url, camera)
+
+    async def _stop_substream(self, camera_id: str) -> None:
+        ingest, hub = self.sub_ingests.pop(camera_id, None), self.sub_hubs.pop(camera_id, None)
+        if ingest is not None:
+            await ingest.stop()
+        if hub is not None:
+            hub.close()
 
     async def remove_camera(self, camera_id: str) -> None:
+        self.cameras.pop(camera_id, None)
         ingest = self.ingests.pop(camera_id, None)
         hub = self.hubs.pop(camera_id, None)
+        await self._stop_substream(camera_id)
         if ingest is not None:
             await ingest.stop()
         if hub is not None:
@@ -68,11 +136,21 @@ class Worker:
 
     def status(self, camera_id: str) -> dict[str, object] | None:
         ingest = self.ingests.get(camera_id)
-        return ingest.status() if ingest else None
+        if ingest is None:
+            return None
+        status = ingest.status()
+        sub = self.sub_ingests.get(camera_id)
+        if sub is not None:
+            status["substream"] = {k: v for k, v in sub.status().items() if k in SUBSTREAM_STATUS}
+        return status
 
-    def states(self) -> dict[str, tuple[str, str]]:
-        """camera id -> (ingest state, codec): what the camera list shows."""
-        return {cid: (ingest.state.value, ingest.hub.codec) for cid, ingest in self.ingests.items()}
+    def states(self) -> dict[str, tuple[str, str, bool]]:
+        """camera id -> (ingest state, codec, has a picture): what the camera list shows and what a handover
+        waits for (a keyframe cached: a viewer opens at once)."""
+        return {
+            cid: (ingest.state.value, ingest.hub.codec, ingest.hub.gop_bytes > 0)
+            for cid, ingest in self.ingests.items()
+        }
 
     async def stop(self) -> None:
         await self.egress.close_all()

@@ -1,9 +1,10 @@
 """A media worker process: `python -m mediaserver.worker_main --index I --workers N --db DB --settings JSON`.
 
 Started by the supervisor (supervisor.py), never by hand. It ingests the registry's cameras that the hash
-ring gives to worker I of N, serves the internal RPC (worker_rpc.py) on 127.0.0.1 on a port the OS picks,
-and prints `READY <port>` on stdout once it listens. The RPC secret comes in the environment (not argv,
-which every local user can read in `ps`). It dies with its parent (PR_SET_PDEATHSIG) and on SIGTERM.
+ring gives to worker I of N (N: the worker count when it starts; the front sends what changes after as
+deltas), serves the internal RPC (worker_rpc.py) on 127.0.0.1 on a port the OS picks, and prints
+`READY <port>` on stdout once it listens. The RPC secret comes in the environment (not argv, which every
+local user can read in `ps`). It dies with its parent (PR_SET_PDEATHSIG) and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -39,14 +40,11 @@ def die_with_parent() -> None:
         sys.exit(0)
 
 
-def load_cameras(worker: Worker, db: str, index: int, count: int) -> int:
-    """Start ingest for this worker's share of the registry; returns how many cameras it took."""
+def load_cameras(worker: Worker, registry: Registry, index: int, count: int) -> int:
+    """Start ingest for this worker's share of the registry (its part of the ring of `count` workers);
+    returns how many cameras it took. Later changes come from the front as deltas (RPC `/cameras`)."""
     ring = worker_ring(count)
-    registry = Registry(db)
-    try:
-        mine = [camera for camera in registry.list() if worker_index(ring, camera.id) == index]
-    finally:
-        registry.close()
+    mine = [camera for camera in registry.list() if worker_index(ring, camera.id) == index]
     for camera in mine:
         worker.add_camera(camera)
     return len(mine)
@@ -55,8 +53,9 @@ def load_cameras(worker: Worker, db: str, index: int, count: int) -> int:
 async def run(index: int, count: int, db: str, settings: WorkerSettings, secret: str) -> None:
     name = worker_name(index)
     worker = Worker(settings)
-    taken = load_cameras(worker, db, index, count)
-    runner = web.AppRunner(create_rpc_app(worker, secret, name), access_log=None)
+    registry = Registry(db)  # kept open: deltas name cameras by id, their rows are read here
+    taken = load_cameras(worker, registry, index, count)
+    runner = web.AppRunner(create_rpc_app(worker, secret, name, registry.get_many), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -73,6 +72,7 @@ async def run(index: int, count: int, db: str, settings: WorkerSettings, secret:
     finally:
         await runner.cleanup()
         await worker.stop()
+        registry.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,10 @@
     GET /healthz                   200 while the process serves HTTP (no body worth hiding)
     GET /readyz                    200 once the registry is loaded and every worker is up, else 503
     GET /metrics[?camera=ID...]    Prometheus text (mediaserver/metrics.py); named cameras add per-camera series
-    GET /ops/workers               the worker processes: index, pid, up, restarts, cameras
+    GET /ops/workers               the worker processes: index, pid, up, restarts, CPU, RSS, cameras by state
+                                   (a dead or restarting worker's cameras: "worker_down")
+    POST /ops/workers {"count": N} run N worker processes; only the cameras whose owner changes move, each
+                                   started on its new worker before it stops on the old one
     GET /api/cameras/{id}/status   state, codec, transport, connects, errors, GOP age, viewers: never the URL
                                    or credentials
 
@@ -14,6 +17,10 @@ Prometheus elsewhere is added with `--metrics-allow 10.0.0.0/8`). Traffic volume
 camera are operational data, not public. A camera's status is for the same callers as the camera list
 (signaling/api.py): an agency app with client credentials, or a stream token whose incident covers the
 camera now.
+
+POST /ops/workers changes the server, so besides the scrape allow-list it wants a JSON body and no `Origin`
+header: a web page can make a browser send neither to another origin without a CORS preflight, which this
+route never answers (operators' tools such as curl send no Origin).
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from mediaserver.metrics import CONTENT_TYPE, process_sample, render
 from signaling.access import ACCESS
 from signaling.api import _is_stream_token
 from signaling.incident_api import authenticate
-from signaling.worker_client import WorkerOps
+from signaling.worker_client import Unsupported, WorkerOps
 
 MAX_CAMERAS_PER_SCRAPE = 100
+MAX_WORKERS = 256
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
@@ -77,16 +85,36 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     _scraper_only(request)
     cameras = request.query.getall("camera", [])[:MAX_CAMERAS_PER_SCRAPE]
-    samples = await request.app[OPS].samples(cameras)
+    ops = request.app[OPS]
+    samples = await ops.samples(cameras)
     name = request.app[OPS_SETTINGS].front_name
     front = process_sample(name) if name else None
-    text = render(samples, front)
+    text = render(samples, front, ops.workers())
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def workers(request: web.Request) -> web.Response:
     _scraper_only(request)
     return web.json_response({"at": time.time(), "workers": request.app[OPS].workers()})
+
+
+async def resize_workers(request: web.Request) -> web.Response:
+    _scraper_only(request)
+    if "Origin" in request.headers or request.content_type != "application/json":
+        raise web.HTTPForbidden(text='{"error": "forbidden", "detail": "operator tools only: JSON body, no Origin"}',
+                                content_type="application/json")  # fmt: skip
+    try:
+        body = await request.json()
+        count = int(body["count"])
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "bad request", "detail": 'want {"count": N}, N >= 1'}, status=400)
+    if not 1 <= count <= MAX_WORKERS:
+        return web.json_response({"error": "bad request", "detail": f"count must be 1..{MAX_WORKERS}"}, status=400)
+    try:
+        result = await request.app[OPS].resize(count)
+    except Unsupported as exc:
+        return web.json_response({"error": "unsupported", "detail": str(exc)}, status=409)
+    return web.json_response({**result, "workers_now": request.app[OPS].workers()})
 
 
 async def camera_status(request: web.Request) -> web.Response:
@@ -114,4 +142,5 @@ def install(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ops/workers", workers)
+    app.router.add_post("/ops/workers", resize_workers)
     app.router.add_get("/api/cameras/{camera_id}/status", camera_status)

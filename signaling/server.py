@@ -4,6 +4,10 @@
 `workers <= 1`: one worker inside this process (`LocalWorkerClient`; the tests' default).
 `workers >= 2`: that many worker processes under a `Supervisor`, cameras split by the hash ring, each
 WHEP session handed to the camera's worker (`RemoteWorkerClient`); media flows browser <-> worker.
+`Front.resize(n)` (or `POST /ops/workers`) changes the count at runtime.
+
+The registry is followed while the server runs (`RegistrySync`): cameras added, changed or removed by any
+process reach the workers, the camera list and the incidents' scope within about a second.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from mediaserver.hashring import worker_ring
 from mediaserver.registry import Registry
 from mediaserver.supervisor import Supervisor
 from mediaserver.worker import Worker, WorkerSettings
+from signaling.access import ACCESS
 from signaling.app import create_app
 from signaling.ops_api import OpsSettings
+from signaling.registry_sync import RegistrySync
 from signaling.remote_worker import RemoteWorkerClient
 from signaling.worker_client import LocalWorkerClient
 
@@ -58,6 +63,7 @@ class Front:
 
     runner: web.AppRunner
     registry: Registry
+    sync: RegistrySync
     worker: Worker | None = None
     supervisor: Supervisor | None = None
     client: RemoteWorkerClient | None = None
@@ -66,13 +72,19 @@ class Front:
     def port(self) -> int:
         return int(self.runner.addresses[0][1])
 
+    async def resize(self, count: int) -> dict[str, object]:
+        """Run `count` worker processes now (see RemoteWorkerClient.resize)."""
+        if self.client is None:
+            raise ValueError("workers run in-process: restart with --workers N")
+        return await self.client.resize(count)
+
 
 async def start(settings: ServerSettings) -> Front:
     """Start ingest for every registered camera and the HTTP front."""
     registry = Registry(settings.db)
-    cameras = registry.list()
-    public = [c.public() for c in cameras]
-    front = Front(web.AppRunner(web.Application()), registry)
+    sync = RegistrySync(registry)  # before the workers boot: they read the registry as of then or later
+    cameras = list(sync.cameras.values())
+    front = Front(web.AppRunner(web.Application()), registry, sync)
     if settings.workers >= 2:
         front.supervisor = Supervisor(settings.workers, settings.db, settings.worker)
         try:
@@ -81,10 +93,7 @@ async def start(settings: ServerSettings) -> Front:
             await front.supervisor.stop()
             registry.close()
             raise
-        ring = worker_ring(settings.workers)
-        front.client = client = RemoteWorkerClient(
-            [c.id for c in cameras], ring, front.supervisor, front.supervisor.secret
-        )
+        front.client = client = RemoteWorkerClient(sync.cameras, front.supervisor, front.supervisor.secret)
         await client.start()
         ops: LocalWorkerClient | RemoteWorkerClient = client
         sessions: LocalWorkerClient | RemoteWorkerClient = client
@@ -97,12 +106,15 @@ async def start(settings: ServerSettings) -> Front:
         front_name = None  # the front is worker "0": one process, one series
 
     def camera_list() -> list[dict[str, object]]:
-        return [{**c, **ops.live(str(c["id"]))} for c in public]
+        return [{**c, **ops.live(str(c["id"]))} for c in sync.public()]
 
     ops_settings = OpsSettings(metrics_allow=settings.metrics_allow, front_name=front_name)
     app = create_app(
         sessions, camera_list, cors_origins=settings.cors_origins, db=settings.db, ops=ops, ops_settings=ops_settings
     )
+    sync.sinks.append(ops)
+    sync.listeners.append(app[ACCESS].refresh_cameras)  # a new camera is in an incident's scope at once
+    sync.start()
     front.runner = web.AppRunner(app, access_log=None)
     await front.runner.setup()
     await web.TCPSite(front.runner, settings.host, settings.port).start()
@@ -112,6 +124,7 @@ async def start(settings: ServerSettings) -> Front:
 
 
 async def stop(front: Front) -> None:
+    await front.sync.stop()
     await front.runner.cleanup()  # ends (and audits) every view, then closes the sessions on the workers
     if front.client is not None:
         await front.client.stop()

@@ -9,11 +9,13 @@ so the HTTP layer never depends on a worker's internals.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mediaserver import egress as eg
-from mediaserver.metrics import Sample, sample_worker
+from mediaserver.metrics import Sample, process_sample, sample_worker
+from mediaserver.registry import Camera
 
 if TYPE_CHECKING:
     from mediaserver.worker import Worker
@@ -84,8 +86,20 @@ class WorkerOps(Protocol):
     async def camera_status(self, camera_id: str) -> dict[str, Any] | None: ...
     async def samples(self, cameras: Sequence[str] = ()) -> list[Sample]: ...
 
+    async def resize(self, count: int) -> dict[str, Any]:
+        """Run `count` workers, moving ~1/count of the cameras (Unsupported where workers are in-process)."""
+        ...
+
+
+class CameraSink(Protocol):
+    """Takes the registry's changes (signaling/registry_sync.py) to the workers that run those cameras."""
+
+    async def cameras_changed(self, changed: Sequence[Camera], removed: Sequence[str]) -> None: ...
+
 
 UNKNOWN = {"state": "unknown", "codec": ""}
+LOCAL_NAME = "0"  # the in-process worker's name in metrics (the front is that process)
+WORKER_DOWN = {"state": "worker_down", "codec": ""}  # the camera's worker is dead or restarting
 
 _ERRORS: list[tuple[type[Exception], type[WorkerError]]] = [
     (eg.UnknownCamera, UnknownCamera),
@@ -150,7 +164,14 @@ class LocalWorkerClient:
         return True
 
     def workers(self) -> list[dict[str, Any]]:
-        return [{"index": 0, "up": True, "in_process": True, "restarts": 0}]
+        usage = process_sample(LOCAL_NAME)
+        cameras = len(self.worker.ingests) if self.worker else 0
+        states: dict[str, int] = {}
+        for ingest in self.worker.ingests.values() if self.worker else ():
+            states[ingest.state.value] = states.get(ingest.state.value, 0) + 1
+        return [{"index": 0, "name": LOCAL_NAME, "pid": os.getpid(), "up": True, "in_process": True, "restarts": 0,
+                 "cpu_seconds": usage["cpu_seconds"], "resident_bytes": usage["resident_bytes"],
+                 "cameras": cameras, "states": states}]  # fmt: skip
 
     def live(self, camera_id: str) -> dict[str, str]:
         ingest = self.worker.ingests.get(camera_id) if self.worker else None
@@ -160,4 +181,15 @@ class LocalWorkerClient:
         return self.worker.status(camera_id) if self.worker else None
 
     async def samples(self, cameras: Sequence[str] = ()) -> list[Sample]:
-        return [sample_worker(self.worker, "0", cameras)]
+        return [sample_worker(self.worker, LOCAL_NAME, cameras)]
+
+    async def resize(self, count: int) -> dict[str, Any]:
+        raise Unsupported("the worker runs inside the server (--workers 0/1): restart with --workers N")
+
+    async def cameras_changed(self, changed: Sequence[Camera], removed: Sequence[str]) -> None:
+        if self.worker is None:
+            return
+        for camera in changed:
+            await self.worker.put_camera(camera)
+        for camera_id in removed:
+            await self.worker.remove_camera(camera_id)

@@ -69,12 +69,34 @@ def test_render_aggregates_gauges_and_labels_counters_by_worker() -> None:
     assert values['goldentime_cameras{state="streaming"}'] == 7
     assert values['goldentime_cameras{state="backoff"}'] == 2
     assert values['goldentime_cameras{state="connecting"}'] == 0  # every state present: no vanishing series
+    assert values['goldentime_cameras{state="worker_down"}'] == 0
     assert values['goldentime_frames_total{worker="worker-0"}'] == 100
     assert values['goldentime_rtsp_errors_total{worker="worker-1",kind="stalled"}'] == 2
     assert values['goldentime_gop_cache_age_cameras{le="+Inf"}'] == 4
     assert values["goldentime_gop_cache_age_seconds_avg"] == 0.75
     assert values["goldentime_workers"] == 2
     assert values['goldentime_worker_resident_bytes{worker="worker-1"}'] > 1e6
+
+
+def test_a_silent_workers_cameras_are_worker_down_and_restarts_counted() -> None:
+    workers = [
+        {"name": "worker-0", "up": True, "restarts": 0, "cameras": 3},
+        {"name": "worker-1", "up": False, "restarts": 2, "cameras": 5},  # dead: no pid, no usage
+        {"name": "worker-2", "up": True, "restarts": 1, "cameras": 4, "cpu_seconds": 7.5, "resident_bytes": 9e7},
+    ]  # worker-2 is up but did not answer the scrape (hung): its usage comes from /proc via the supervisor
+    values = check_exposition(render([fake_sample("worker-0", 3, 100)], workers=workers))
+    assert (
+        values['goldentime_cameras{state="worker_down"}'] == 9 and values['goldentime_cameras{state="streaming"}'] == 3
+    )
+    assert (
+        values['goldentime_worker_up{worker="worker-0"}'] == 1
+        and values['goldentime_worker_up{worker="worker-2"}'] == 0
+    )
+    assert values['goldentime_worker_restarts_total{worker="worker-1"}'] == 2
+    assert values['goldentime_worker_cameras{worker="worker-1"}'] == 5
+    assert values['goldentime_worker_cpu_seconds_total{worker="worker-2"}'] == 7.5
+    assert 'goldentime_worker_cpu_seconds_total{worker="worker-1"}' not in values
+    assert values["goldentime_workers"] == 1
 
 
 def test_scrape_allow_list() -> None:

@@ -1,4 +1,6 @@
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,66 @@ def test_serve_options_reach_the_worker_settings() -> None:
     assert settings.cors_origins == ["https://portal.example"]
     worker = settings.worker
     assert (worker.transport, worker.first_picture, worker.ice_hosts) == ("udp", "gop", ["127.0.0.1"])
+
+
+def test_changes_since_a_revision_and_no_op_upserts_change_nothing(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.db")
+    start = registry.revision()
+    registry.upsert(
+        [make_camera("a", "A", "", 37.5, 127.0, "rtsp://u:p@h/a"), make_camera("b", "B", "", 1, 1, "rtsp://h/b")]
+    )
+    first = registry.changes(start)
+    assert sorted(c.id for c in first.changed) == ["a", "b"] and first.removed == []
+    assert registry.changes(first.revision).changed == []
+
+    registry.upsert([make_camera("a", "A", "", 37.5, 127.0, "rtsp://u:p@h/a")])  # the same row again
+    assert registry.revision() == first.revision
+    registry.upsert([make_camera("a", "A", "", 37.5, 127.0, "rtsp://u:new@h/a")])  # new password
+    second = registry.changes(first.revision)
+    assert [(c.id, c.password) for c in second.changed] == [("a", "new")] and second.removed == []
+
+    assert registry.remove("b")
+    third = registry.changes(second.revision)
+    assert third.changed == [] and third.removed == ["b"]
+    registry.add(make_camera("b", "B", "", 1, 1, "rtsp://h/b"))  # back again: a change, not a removal
+    fourth = registry.changes(third.revision)
+    assert [c.id for c in fourth.changed] == ["b"] and fourth.removed == []
+    assert registry.changes(start).removed == []  # b exists now: no tombstone left
+    registry.close()
+
+
+def test_writes_by_other_processes_and_plain_sql_are_tracked(tmp_path: Path) -> None:
+    db = str(tmp_path / "g.db")
+    registry = Registry(db)
+    seen = registry.revision()
+    argv = [sys.executable, "-m", "mediaserver.cli", "cameras", "add", "--db", db, "--id", "x1", "--name", "Gate",
+            "--lat", "37.5", "--lon", "126.9", "--url", "rtsp://h/y"]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    changes = registry.changes(seen)
+    assert [c.id for c in changes.changed] == ["x1"]
+    other = sqlite3.connect(db)  # a script with no idea of revisions
+    with other:
+        other.execute("UPDATE cameras SET url='rtsp://h/z' WHERE id='x1'")
+        other.execute("UPDATE cameras SET id='x2' WHERE id='x1'")
+    other.close()
+    later = registry.changes(changes.revision)
+    assert [(c.id, c.url) for c in later.changed] == [("x2", "rtsp://h/z")] and later.removed == ["x1"]
+    registry.close()
+
+
+def test_a_registry_made_before_change_tracking_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE cameras (id TEXT PRIMARY KEY, name TEXT NOT NULL, district TEXT NOT NULL DEFAULT '', "
+                "lat REAL NOT NULL, lon REAL NOT NULL, url TEXT NOT NULL, username TEXT, password TEXT, "
+                "substream_url TEXT)")  # fmt: skip
+    old.execute("INSERT INTO cameras VALUES ('a', 'A', '', 1, 1, 'rtsp://h/a', NULL, NULL, NULL)")
+    old.commit()
+    old.close()
+    registry, again = Registry(db), Registry(db)  # two processes opening it at once is fine too
+    revision, cameras = registry.snapshot()
+    assert [c.id for c in cameras] == ["a"] and registry.get("a") == cameras[0]
+    again.upsert([make_camera("a", "A2", "", 1, 1, "rtsp://h/a")])
+    assert [c.name for c in registry.changes(revision).changed] == ["A2"]
+    registry.close()
+    again.close()
