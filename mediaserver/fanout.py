@@ -64,8 +64,8 @@ class FrameCache:
         return frame
 
 
-# Datagrams sent per event-loop iteration by one group: a keyframe (~40 packets) to 1,000 viewers is ~40,000
-# datagrams, ~120 ms of CPU; in slices of ~3 ms the other cameras' reads and viewers' RTCP interleave.
+# Datagrams sent per event-loop iteration by one group, per frame queued: a keyframe (~40 packets) to 1,000 viewers
+# is ~40,000 datagrams, ~120 ms of CPU; in slices of ~3 ms the other cameras' reads and viewers' RTCP interleave.
 SLICE_PACKETS = 1024
 # Frames a group may have queued (it is behind by this much only when the worker is overloaded, which admission
 # control should have refused): older ones are dropped and the group resumes at the next keyframe.
@@ -136,7 +136,7 @@ class FanoutGroup:
 
     def _drain(self) -> None:
         self._scheduled = None
-        budget = SLICE_PACKETS
+        budget = SLICE_PACKETS * len(self._backlog)  # behind: larger slices, so the group catches up, never drifts
         while self._backlog and budget > 0:
             frame, outputs, start = self._backlog[0]
             stop = min(len(outputs), start + max(1, budget // max(1, frame.count)))
