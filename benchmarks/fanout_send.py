@@ -5,7 +5,9 @@
 
 Each viewer is a real SRTP session (pylibsrtp, the library aiortc uses) and a UDP socket sending to its own
 loopback receiver (small receive buffers, never read: the kernel's full receive path runs, then drops).
-- `fanout`: `send_all` — the frame packetised once, per viewer header + srtp_protect + one sendmmsg;
+- `fanout`: `send_all` — the frame packetised once, per viewer header + srtp_protect + one sendmmsg, the
+  equal-size packets of a frame as one UDP GSO datagram the kernel splits (the default);
+- `fanout, no GSO`: the same with one datagram per packet in the sendmmsg;
 - `aiortc`: what `RTCRtpSender._run_rtp` does per viewer and packet, minus its asyncio scheduling: the
   H.264 payloads from aiortc's own packetiser once per viewer, then `RtpPacket` + header extensions +
   `serialize` + `Session.protect` + `sendto`.
@@ -39,7 +41,7 @@ from pylibsrtp._binding import ffi, lib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from core_ext.fanout import RtpOutput, packetize_h264, send_all  # noqa: E402
+from core_ext.fanout import RtpOutput, packetize_h264, send_all, set_gso  # noqa: E402
 
 PROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
 PROFILES = {
@@ -138,12 +140,15 @@ def main() -> None:
         for profile in PROFILES:
             v = Viewers(n, profile)
             try:
+                set_gso(False)
+                plain, _ = measure(fanout(v), args.seconds)
+                set_gso(True)
                 ours, _ = measure(fanout(v), args.seconds)
                 theirs, _ = measure(aiortc_path(v), args.seconds)
             finally:
                 v.close()
-            per_core = [round(1e6 / (us * packets_per_frame * FPS)) for us in (ours, theirs)]
-            rows.append((n, profile, ours, theirs, theirs / ours, *per_core))
+            per_core = [round(1e6 / (us * packets_per_frame * FPS)) for us in (ours, plain, theirs)]
+            rows.append((n, profile, ours, plain, theirs, theirs / ours, *per_core))
             print(rows[-1], flush=True)
     write(args, rows, load, packets_per_frame)
 
@@ -158,12 +163,13 @@ def write(args: argparse.Namespace, rows: list[tuple[Any, ...]], load: float, pp
         f"- command: `python benchmarks/fanout_send.py {shlex.join(sys.argv[1:])}`",
         f"- one 5,000-byte H.264 P-frame ({ppf} RTP packets) per step to every viewer; each viewer a real libsrtp "
         "session and UDP socket to its own loopback receiver", "",
-        "| viewers | SRTP profile | fanout us/packet | aiortc path us/packet | ratio "
-        "| viewers/core at 1 Mbit/s (fanout) | viewers/core (aiortc path) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| viewers | SRTP profile | us/packet: fanout | fanout, no GSO | aiortc path | aiortc / fanout "
+        "| viewers/core at 1 Mbit/s: fanout | fanout, no GSO | aiortc path |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
-    for n, profile, ours, theirs, ratio, pc_ours, pc_theirs in rows:
-        lines.append(f"| {n} | {profile} | {ours:.2f} | {theirs:.2f} | {ratio:.1f}x | {pc_ours} | {pc_theirs} |")
+    for n, profile, ours, plain, theirs, ratio, pc_ours, pc_plain, pc_theirs in rows:
+        lines.append(f"| {n} | {profile} | {ours:.2f} | {plain:.2f} | {theirs:.2f} | {ratio:.1f}x | {pc_ours} "
+                     f"| {pc_plain} | {pc_theirs} |")  # fmt: skip
     lines += [
         "",
         "CPU is this process's user + system time, so the kernel's send (and loopback receive) path is included.",

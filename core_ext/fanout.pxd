@@ -52,6 +52,7 @@ cdef class RtpOutput:
     cdef int _build_template(self, int ast_id, int mid_id, bytes mid) except -1
     cdef Py_ssize_t _write(self, uint8_t* buf, RtpFrame frame, Py_ssize_t i, uint16_t seq, uint32_t ssrc,
                            int pt, int original_seq, uint32_t ast) noexcept
+    cdef Py_ssize_t _messages(self, Py_ssize_t first, Py_ssize_t count) noexcept
     cdef int _flush(self, Py_ssize_t count) noexcept
     cdef int _prepare(self, Py_ssize_t slot, Py_ssize_t length) noexcept
     cdef int _send(self, RtpFrame frame, uint64_t ntp) except -1

@@ -19,7 +19,7 @@ from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
 from core_ext.depacketize import H264Depacketizer
-from core_ext.fanout import RtpFrame, RtpOutput, packetize_h264, send_all
+from core_ext.fanout import RtpFrame, RtpOutput, gso_enabled, packetize_h264, send_all, set_gso
 from mediaserver import fanout
 from mediaserver.egress import Egress, use_ice_hosts
 from mediaserver.hub import Hub
@@ -100,7 +100,16 @@ def make_output(sock: socket.socket, port: int, **kw: object) -> RtpOutput:
     return out
 
 
-def test_an_output_writes_its_own_header_encrypts_and_answers_nacks(units: list[Unit]) -> None:
+@pytest.fixture(params=[True, False], ids=["gso", "no-gso"])
+def gso(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Both send modes: equal-size packets as one UDP GSO datagram, and one datagram per packet."""
+    before = gso_enabled()
+    set_gso(request.param)
+    yield request.param
+    set_gso(before)
+
+
+def test_an_output_writes_its_own_header_encrypts_and_answers_nacks(units: list[Unit], gso: bool) -> None:
     rx = Receiver()
     tx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     out = make_output(tx_sock, rx.port, rtx_ssrc=0x55667788, rtx_payload_type=103, abs_send_time_id=3, mid_id=4,
@@ -127,7 +136,7 @@ def test_an_output_writes_its_own_header_encrypts_and_answers_nacks(units: list[
     assert out.send(frame) == 0  # closed: sends nothing (its socket may already be gone)
 
 
-def test_send_all_reaches_every_output_and_reports_a_dead_socket(units: list[Unit]) -> None:
+def test_send_all_reaches_every_output_and_reports_a_dead_socket(units: list[Unit], gso: bool) -> None:
     receivers = [Receiver() for _ in range(3)]
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in receivers]
     outputs = [make_output(s, r.port) for s, r in zip(socks, receivers, strict=True)]
