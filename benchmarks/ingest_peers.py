@@ -5,13 +5,15 @@
 
 One camera farm (benchmarks/camfarm.py, 15 fps ~0.45 Mbps H.264 360p, 2 s GOP) serves every peer in turn:
   ours       `mediaserver serve` (TCP interleaved; its workers and front)
+  ours-udp   `mediaserver serve --transport udp` (RTP over UDP, read with recvmmsg: core_ext/udprecv.pyx)
   ffmpeg     one `ffmpeg -rtsp_transport tcp -i URL -c copy -f null -` per camera
   gstreamer  one `gst-launch-1.0` with N x `rtspsrc protocols=tcp ! rtph264depay ! h264parse ! fakesink`
   janus      Janus's streaming plugin, N `type = "rtsp"` mountpoints (it pulls RTSP over UDP only, so its
              row is on another transport: the farm answers its SETUP with UDP)
 Per peer: start, wait until it holds N sessions (established TCP connections to the farm, counted in
 /proc/net/tcp) or the settle timeout, settle, then CPU (% of one core: utime+stime of the peer's process
-tree over --window) and PSS (smaps_rollup) at the end. The farm's own CPU is reported per row too.
+tree over --window) and PSS (smaps_rollup) at the end. The farm's own CPU and the machine's 1-minute load
+average at the start of the window are reported per row too (others' work on the machine shows there).
 Writes benchmarks/results/ingest-peers-<date>.md.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -54,6 +57,7 @@ class Row:
     rss_mib: float
     farm_cpu: float
     processes: int
+    load: float = 0.0  # the machine's 1-minute load average at the start of the window
     note: str = ""
 
     def per_camera(self, cameras: int) -> tuple[float, float]:
@@ -135,6 +139,7 @@ def hold(
     while held() < args.cameras and time.monotonic() < deadline:
         time.sleep(1.0)
     time.sleep(args.settle)
+    load = os.getloadavg()[0]
     t0, cpu0, farm0 = time.monotonic(), cpu_seconds(tree(pids)), cpu_seconds(farm.all_pids)
     time.sleep(args.window)
     elapsed = time.monotonic() - t0
@@ -143,7 +148,7 @@ def hold(
     mem = memory(procs)
     return Row(
         peer, transport, held(), round(100 * cpu / elapsed, 2), round(mem.pss / 2**20, 1), round(mem.rss / 2**20, 1),
-        round(100 * farm_cpu / elapsed, 1), len(procs),
+        round(100 * farm_cpu / elapsed, 1), len(procs), round(load, 2),
     )  # fmt: skip
 
 
@@ -160,7 +165,13 @@ def run_ours(farm: RunningFarm, csv_path: Path, workdir: Path, args: argparse.Na
             reading = read_server(f"http://127.0.0.1:{port}", auth)
             return reading.streaming if reading else 0
 
-        return hold("ours (mediaserver serve)", transport, pids, farm, args, streaming)
+        row = hold("ours (mediaserver serve)", transport, pids, farm, args, streaming)
+    if transport == "udp":
+        row.note = (
+            "RTP over UDP read with recvmmsg(2) (core_ext/udprecv.pyx); nobody watches, so every camera is drained "
+            "by the batch reader once per --idle-read-ms (default 100 ms)"
+        )
+    return row
 
 
 def run_ffmpeg(farm: RunningFarm, workdir: Path, args: argparse.Namespace) -> Row:
@@ -249,6 +260,7 @@ def run_janus(farm: RunningFarm, workdir: Path, args: argparse.Namespace) -> Row
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.load_at_start = os.getloadavg()
     peers = args.peers.split(",")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
@@ -284,6 +296,7 @@ def write_results(rows: list[Row], args: argparse.Namespace, argv: list[str], fa
         f"# Ingest peers side by side: {n} always-on cameras{' (SHORT RUN)' if n < 500 or args.window < 60 else ''}",
         "",
         f"- machine: {machine()}",
+        "- load average at start (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in args.load_at_start),
         f"- command: `.venv/bin/python benchmarks/ingest_peers.py {shlex.join(argv)}`",
         f"- farm: {farm}",
         f"- peers: {version(['ffmpeg', '-version'])}; {version(['gst-launch-1.0', '--version'])}; "
@@ -292,16 +305,20 @@ def write_results(rows: list[Row], args: argparse.Namespace, argv: list[str], fa
         "peer's process tree over the window, % of one core; memory = PSS (shared pages split) at the end",
         "",
         "| peer | transport | sessions held | CPU % (all) | CPU % per camera | PSS MiB | PSS MiB per camera |"
-        " CPU vs best peer, same transport | farm CPU % | processes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " CPU vs best peer, same transport | farm CPU % | processes | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cpu, pss = r.per_camera(n)
         same = best[r.transport]
-        ratio = f"{r.cpu / same.cpu:.2f}x ({same.peer.split(' ')[0]})" if same and same.cpu else "-"
+        ratio = (
+            f"{r.cpu / same.cpu:.2f}x ({same.peer.split(' ')[0]})"
+            if same and same.cpu
+            else f"- (no {r.transport} peer)"
+        )
         lines.append(
             f"| {r.peer} | {r.transport} | {r.sessions}/{n} | {r.cpu} | {cpu:.3f} | {r.pss_mib} | {pss:.2f} | "
-            f"{ratio} | {r.farm_cpu} | {r.processes} |"
+            f"{ratio} | {r.farm_cpu} | {r.processes} | {r.load} |"
         )
     lines += ["", *[f"- {r.peer}: {r.note}" for r in rows if r.note]]
     if log_tail.strip():

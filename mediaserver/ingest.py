@@ -113,14 +113,14 @@ class CameraIngest:
             self.client = None
             self.hub.reset()
             self.rtp_totals.update(_rtp_counters(client))
-            self.reads += client.reads
+            self.reads += client.socket_reads
             await client.close()
 
     def _watched(self) -> bool:
         return self.hub.subscriber_count > 0
 
     def socket_reads(self) -> int:
-        return self.reads + (self.client.reads if self.client else 0)
+        return self.reads + (self.client.socket_reads if self.client else 0)
 
     def rtp_counters(self) -> Counter[str]:
         return self.rtp_totals + _rtp_counters(self.client)
@@ -150,4 +150,6 @@ def _rtp_counters(client: RtspClient | None) -> Counter[str]:
     if client is None or client.depacketizer is None:
         return Counter()
     stats = client.depacketizer.stats
-    return Counter({name: getattr(stats, name) for name in RTP_COUNTERS if getattr(stats, name)})
+    counters = Counter({name: getattr(stats, name) for name in RTP_COUNTERS if getattr(stats, name)})
+    counters.update({name: count for name, count in client.udp_counters().items() if count})  # UDP drops
+    return counters

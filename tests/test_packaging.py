@@ -35,7 +35,7 @@ def test_wheel_holds_packages_extensions_and_web(tmp_path: Path) -> None:
         for p in (ROOT / package).rglob("*.py")
     }
     assert expected_sources <= set(names), sorted(expected_sources - set(names))
-    for module in ("rtp", "depacketize", "framing"):
+    for module in ("rtp", "depacketize", "framing", "fanout", "udprecv"):
         assert any(n.startswith(f"core_ext/{module}.") and n.endswith(".so") for n in names), module
     assert "core_ext/py.typed" in names and "core_ext/framing.pyi" in names
     web = {n.rsplit("/", 1)[1] for n in names if "/data/share/goldentime/web/" in n}

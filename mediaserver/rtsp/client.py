@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer
+from core_ext.udprecv import UdpReceiver
 from mediaserver.rtsp.auth import Authenticator
 from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.message import (
@@ -32,6 +34,9 @@ log = logging.getLogger("goldentime.rtsp")
 Depacketizer = H264Depacketizer | H265Depacketizer
 PARAMETER_SET_TYPES = {"h264": (7,), "h265": (32, 33)}
 AUD_TYPES = {"h264": 9, "h265": 35}
+# Asked of the kernel for an RTP socket (it doubles it; net.core.rmem_max caps it): room for a batched read's
+# interval of a high-bitrate camera plus its keyframe burst, which the 208 KiB default does not always have.
+UDP_RCVBUF = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,7 @@ def _nal_type(codec: str, data: bytes, start: int) -> tuple[int, int]:
 class RtspClient(asyncio.Protocol):
     """With a `batch` reader, a TCP session that plays while `watched()` is false leaves the event loop's
     reads and is read by the batch reader a few times a second (batch_reader.py); it returns to reading
-    every packet as soon as `watched()` is true."""
+    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (_UdpRtp)."""
 
     def __init__(
         self,
@@ -88,7 +93,8 @@ class RtspClient(asyncio.Protocol):
         self._on_unit = on_unit
         self._demuxer = InterleavedDemuxer()
         self._transport: asyncio.Transport | None = None
-        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp: list[asyncio.DatagramTransport] = []  # RTCP
+        self._rtp: _UdpRtp | None = None
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._cseq = 0
@@ -103,7 +109,7 @@ class RtspClient(asyncio.Protocol):
         self.have_keyframe = False
         self.server_requests = 0
         self.warnings: list[str] = []  # kinds of oddities that did not stop the session
-        self.reads = 0  # data_received calls: the wake-ups this camera cost
+        self.reads = 0  # data_received calls (RTP over UDP: see socket_reads)
         self._batch = batch
         self._watched = watched or (lambda: True)
         self._batched = False
@@ -178,6 +184,34 @@ class RtspClient(asyncio.Protocol):
                 future.set_exception(error)
         self._pending.clear()
 
+    def _udp_failed(self, exc: Exception | None) -> None:
+        if isinstance(exc, OSError):
+            self._fail(RtspError("udp_socket", f"RTP socket failed: {exc.strerror or exc}"))
+        else:
+            self._fail(RtspError("internal", f"RTP over UDP: {exc!r}"))
+
+    @property
+    def socket_reads(self) -> int:
+        """Reads of this camera's sockets: the wake-ups it cost (RTSP connection + RTP over UDP)."""
+        return self.reads + (self._rtp.receiver.reads if self._rtp is not None else 0)
+
+    @property
+    def rtp_address(self) -> tuple[str, int] | None:
+        """Where this session receives RTP over UDP (None over TCP)."""
+        return self._rtp.address if self._rtp is not None else None
+
+    @property
+    def udp_receiver(self) -> UdpReceiver | None:
+        """The RTP socket's reader and its counters (None over TCP)."""
+        return self._rtp.receiver if self._rtp is not None else None
+
+    def udp_counters(self) -> dict[str, int]:
+        """Datagrams dropped before RTP parsing (bad RTP is counted by the depacketiser's stats)."""
+        receiver = self.udp_receiver
+        if receiver is None:
+            return {}
+        return {"foreign_datagrams": receiver.foreign, "oversized_datagrams": receiver.oversized}
+
     def _message(self, raw: bytes) -> None:
         try:
             response = parse_message(raw)
@@ -247,7 +281,7 @@ class RtspClient(asyncio.Protocol):
         await self._setup(media, control_url(base, media.control))
         await self._request("PLAY", base, {"Range": "npt=0.000-"})
         self.last_media_at = time.monotonic()
-        self._playing = self.source.transport == "tcp"  # UDP sockets are read per datagram (no pausing)
+        self._playing = self.source.transport == "tcp"  # the RTP socket over UDP joins the batch on its own
 
     async def _describe(self) -> tuple[MediaDescription, str]:
         response = await self._request("DESCRIBE", self.source.url, {"Accept": "application/sdp"})
@@ -286,24 +320,25 @@ class RtspClient(asyncio.Protocol):
     async def _open_udp(self) -> int:
         """Bind an even RTP port and the next one for RTCP, on the address that reaches the camera."""
         assert self._transport is not None and self.depacketizer is not None
-        depacketizer = self.depacketizer
         loop = asyncio.get_running_loop()
         local_ip = self._transport.get_extra_info("sockname")[0]
         camera_ip = self._transport.get_extra_info("peername")[0]
+        family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
         for _ in range(20):
             port = random.randrange(20000, 65000, 2)
+            rtp = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                rtp, _ = await loop.create_datagram_endpoint(
-                    lambda: _RtpReceiver(depacketizer, self._unit, camera_ip), local_addr=(local_ip, port)
-                )
-            except OSError:
-                continue
-            try:
+                rtp.bind((local_ip, port))
                 rtcp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(local_ip, port + 1))
             except OSError:
                 rtp.close()
                 continue
-            self._udp = [rtp, rtcp]
+            rtp.setblocking(False)
+            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            receiver = UdpReceiver(rtp.fileno(), self.depacketizer, camera_ip)
+            self._rtp = _UdpRtp(rtp, receiver, self, self._batch)
+            self._rtp.start()
+            self._udp = [rtcp]
             return port
         raise RtspError("udp_ports", "no free UDP port pair")
 
@@ -346,6 +381,8 @@ class RtspClient(asyncio.Protocol):
         self._leave_batch()
         if self._transport is not None:
             self._transport.close()
+        if self._rtp is not None:
+            self._rtp.close()
         for udp in self._udp:
             udp.close()
         if not self._failed.done():
@@ -354,21 +391,78 @@ class RtspClient(asyncio.Protocol):
             self._failed.exception()  # mark it retrieved: the ingest loop has logged it already
 
 
-class _RtpReceiver(asyncio.DatagramProtocol):
-    """RTP over UDP: packets from anyone but the camera are dropped."""
+class _UdpRtp:
+    """RTP over UDP: a non-blocking socket drained with recvmmsg(2) into the depacketiser (core_ext.udprecv),
+    so a wake-up takes every datagram queued, not one. While the camera is watched the event loop calls us
+    when the socket is readable; while nobody watches we leave the loop's epoll set and the batch reader
+    drains us a few times a second (batch_reader.DatagramClient), one recvmmsg per tick for a steady camera.
+    Datagrams from anyone but the camera are counted and dropped in C."""
 
-    def __init__(self, depacketizer: Depacketizer, on_unit: Callable[[AccessUnit], None], camera_ip: str):
-        self._depacketizer = depacketizer
-        self._on_unit = on_unit
-        self._camera_ip = camera_ip
-        self.foreign_packets = 0
+    def __init__(self, sock: socket.socket, receiver: UdpReceiver, owner: RtspClient, batch: BatchReader | None):
+        self._sock = sock
+        self._fd = sock.fileno()
+        self.receiver = receiver
+        receiver.owner = self
+        self._owner = owner
+        self._on_unit = owner._unit
+        self._watched = owner._watched  # the ingest's own check: one call less per tick
+        self._batch = batch
+        self._loop = asyncio.get_running_loop()
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self._reading = False  # registered with the event loop
+        self._batched = False
+        self._closed = False
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        if addr[0] != self._camera_ip:
-            self.foreign_packets += 1
+    def start(self) -> None:
+        self._loop.add_reader(self._fd, self._readable)
+        self._reading = True
+
+    def _readable(self) -> None:
+        try:
+            self._drain()
+        except Exception as exc:  # the socket failed (or a bug): this camera reconnects, nothing else notices
+            self._stop_reading()
+            self._owner._udp_failed(exc)
             return
-        for unit in self._depacketizer.push(data):
+        if self._batch is not None and not self._watched():
+            self._stop_reading()
+            self._batched = True
+            self._batch.add_datagram(self)
+
+    def _drain(self) -> None:
+        for unit in self.receiver.drain():
             self._on_unit(unit)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    # --- batch_reader.DatagramClient ---
+    def batch_units(self, units: list[AccessUnit]) -> bool:
+        for unit in units:
+            self._on_unit(unit)
+        return self._watched()
+
+    def batch_error(self, exc: Exception | None) -> None:
+        self._batched = False
+        self._owner._udp_failed(exc)
+
+    def leave_batch(self) -> None:
+        self._batched = False
+        if not self._closed:
+            self.start()
+
+    def close(self) -> None:
+        """Leave the batch and the event loop before the fd closes: nobody may read a reused fd."""
+        self._closed = True
+        if self._batched and self._batch is not None:
+            self._batch.discard_datagram(self)
+            self._batched = False
+        self._stop_reading()
+        self.receiver.close()
+        self.receiver.owner = None  # no cycle left for the garbage collector
+        self._sock.close()
 
 
 def _host_port(url: str) -> tuple[str, int]:

@@ -1,0 +1,202 @@
+"""RTP over UDP, many datagrams per system call: recvmmsg(2) on a non-blocking socket, each datagram from
+the camera's address pushed straight into its depacketiser in C; Python sees only completed access units.
+
+The receive slots are shared by every receiver in the process (a worker is one thread and a drain never
+yields), so a camera costs no buffer memory of its own beyond its depacketiser. The GIL is held throughout:
+the socket is non-blocking, so the call never waits, and no other thread can touch the slots meanwhile.
+"""
+
+import socket as _socket
+
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport uint8_t
+from libc.string cimport memcmp, memcpy, strerror
+from posix.uio cimport iovec
+
+from core_ext.depacketize cimport Depacketizer
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    cdef struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    cdef struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    cdef struct sockaddr_storage:
+        sa_family_t ss_family
+    cdef struct timespec:
+        pass
+    int recvmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags, timespec* timeout)
+    enum:
+        MSG_DONTWAIT
+        MSG_TRUNC
+        AF_INET
+        AF_INET6
+
+cdef extern from "<netinet/in.h>" nogil:
+    cdef struct in_addr:
+        pass
+    cdef struct in6_addr:
+        pass
+    cdef struct sockaddr_in:
+        sa_family_t sin_family
+        in_addr sin_addr
+    cdef struct sockaddr_in6:
+        sa_family_t sin6_family
+        in6_addr sin6_addr
+
+
+cdef enum:
+    BATCH = 64                 # datagrams per recvmmsg call
+    SLOT = 65536               # any UDP datagram fits: none is cut, a garbage giant is still counted whole
+
+# The shared slots (BSS: a page becomes resident only once a datagram has been written to it).
+cdef uint8_t _slots[BATCH * SLOT]
+cdef iovec _iov[BATCH]
+cdef sockaddr_storage _names[BATCH]
+cdef mmsghdr _msgs[BATCH]
+cdef bint _busy = False
+
+
+cdef void _init_slots() noexcept:
+    cdef int i
+    for i in range(BATCH):
+        _iov[i].iov_base = &_slots[i * SLOT]
+        _iov[i].iov_len = SLOT
+        _msgs[i].msg_hdr.msg_name = &_names[i]
+        _msgs[i].msg_hdr.msg_iov = &_iov[i]
+        _msgs[i].msg_hdr.msg_iovlen = 1
+        _msgs[i].msg_hdr.msg_control = NULL
+        _msgs[i].msg_hdr.msg_controllen = 0
+
+_init_slots()
+
+BATCH_SIZE = BATCH
+SLOT_SIZE = SLOT
+DEFAULT_LIMIT = 16 * BATCH
+
+
+cdef class UdpReceiver:
+    """Reads RTP datagrams from `fd` (a non-blocking UDP socket the caller owns and closes after close())
+    and pushes those from `source` (the camera's IP address) into `depacketizer`."""
+
+    def __cinit__(self, int fd, Depacketizer depacketizer not None, str source, object owner=None):
+        cdef bytes packed = None
+        address = source.partition("%")[0]             # an IPv6 zone index is not part of the address
+        for family in (_socket.AF_INET, _socket.AF_INET6):
+            try:
+                packed = _socket.inet_pton(family, address)
+            except OSError:
+                continue
+            self._family = AF_INET if family == _socket.AF_INET else AF_INET6
+            break
+        if packed is None:
+            raise ValueError(f"not an IP address: {source!r}")
+        memcpy(self._source, <const char*>packed, len(packed))
+        self.fd = fd
+        self._depacketizer = depacketizer
+        self.owner = owner
+
+    @property
+    def depacketizer(self):
+        return self._depacketizer
+
+    def close(self):
+        """Forget the fd (before the caller closes it): later drains read nothing, never a reused fd."""
+        self.fd = -1
+
+    def drain(self, Py_ssize_t limit=DEFAULT_LIMIT):
+        """Read until the socket is empty or `limit` datagrams were taken (the rest stays queued for the next
+        call); returns the access units they completed. Raises OSError on a socket error."""
+        cdef list out = []
+        self.drain_c(out, limit)
+        return out
+
+    def as_dict(self):
+        return {"datagrams": self.datagrams, "bytes": self.bytes, "foreign": self.foreign,
+                "oversized": self.oversized, "reads": self.reads}
+
+    cdef Py_ssize_t drain_c(self, list out, Py_ssize_t limit) except -1:
+        """Returns the number of datagrams read (from anyone)."""
+        global _busy
+        cdef Py_ssize_t total = 0
+        cdef int got, i, err
+        cdef unsigned int want, j
+        if self.fd < 0:
+            return 0
+        if _busy:                                      # only a finaliser run mid-drain could get here
+            raise RuntimeError("UdpReceiver.drain re-entered")
+        _busy = True
+        try:
+            while total < limit:
+                want = <unsigned int>min(<Py_ssize_t>BATCH, limit - total)
+                for j in range(want):
+                    _msgs[j].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                got = recvmmsg(self.fd, _msgs, want, MSG_DONTWAIT, NULL)
+                self.reads += 1
+                if got < 0:
+                    err = errno
+                    if err == EINTR:
+                        continue
+                    if err == EAGAIN:                  # == EWOULDBLOCK on Linux
+                        break
+                    raise OSError(err, strerror(err).decode(errors="replace"))
+                for i in range(got):
+                    self._one(i, out)
+                total += got
+                if <unsigned int>got < want:
+                    break                              # the queue ran dry: save the call that says EAGAIN
+        finally:
+            _busy = False
+        return total
+
+    cdef int _one(self, int i, list out) except -1:
+        cdef msghdr* hdr = &_msgs[i].msg_hdr
+        if hdr.msg_flags & MSG_TRUNC:
+            self.oversized += 1
+            return 0
+        if not self._from_source(hdr.msg_name, hdr.msg_namelen):
+            self.foreign += 1
+            return 0
+        self.datagrams += 1
+        self.bytes += _msgs[i].msg_len
+        self._depacketizer.push_c(&_slots[i * SLOT], _msgs[i].msg_len, out)
+        return 0
+
+    cdef bint _from_source(self, const void* name, unsigned int namelen) noexcept:
+        cdef const sockaddr_storage* ss = <const sockaddr_storage*>name
+        if namelen < sizeof(sa_family_t) or ss.ss_family != self._family:
+            return False
+        if self._family == AF_INET:
+            return (namelen >= sizeof(sockaddr_in)
+                    and memcmp(&(<const sockaddr_in*>name).sin_addr, self._source, 4) == 0)
+        return (namelen >= sizeof(sockaddr_in6)
+                and memcmp(&(<const sockaddr_in6*>name).sin6_addr, self._source, 16) == 0)
+
+
+def drain_each(receivers, Py_ssize_t limit=DEFAULT_LIMIT):
+    """Drain every receiver in `receivers` (any iterable of UdpReceiver) in one call, so a batch of idle cameras
+    costs Python nothing per camera that completed no access unit. Returns [(receiver, units or the exception
+    its drain raised)] for the others; one camera's error never stops the rest."""
+    cdef list ready = []
+    cdef list out
+    cdef UdpReceiver receiver
+    for item in receivers:
+        receiver = <UdpReceiver?>item
+        out = []
+        try:
+            receiver.drain_c(out, limit)
+        except Exception as exc:                       # a socket error (OSError) or a bug: that camera's alone
+            ready.append((receiver, exc))
+            continue
+        if out:
+            ready.append((receiver, out))
+    return ready
