@@ -6,9 +6,11 @@
 
 Camera i (1-based) is `rtsp://HOST:PORT/cam{i}`; process k serves a contiguous range of cameras on port
 BASE+k (or an OS-chosen port with `--port 0`). The clip (made with ffmpeg via mediaserver.simcam.clips) is
-packetised once, before the processes fork; per camera only RTP seq/timestamp/SSRC are written per frame, and
-each process drives all its cameras from one timer tick (see camfarm_rtsp.py). Each camera session starts at
-the clip's keyframe; timestamps rise forever (the clip loops), like a camera's.
+packetised once, before the processes fork; each process drives all its cameras from one timer tick, and a
+frame is stamped (RTP seq/timestamp/SSRC) once per tick for every session at the same clip position, so the
+per-camera cost is one send(2) per frame (see camfarm_rtsp.py; `--frames-per-send K` trades delivery timing
+for K times fewer sends). Each camera session starts at the clip's keyframe; timestamps rise forever (the clip
+loops), like a camera's.
 
 Output lines on stdout:
     READY rtsp://HOST:PORT/cam{a} {a}-{b}      one per process: the cameras it serves
@@ -83,6 +85,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--user", default="admin")
     p.add_argument("--password", default="admin")
     p.add_argument("--tick", type=float, default=0.01, help="seconds between sends (one timer per process)")
+    p.add_argument(
+        "--frames-per-send",
+        type=int,
+        default=1,
+        metavar="K",
+        help="TCP: each camera writes K frames at once every K frame periods (timestamps unchanged, delivery up to "
+        "K-1 frames late; fewer send(2) calls for a farm that must fit beside the server). Default 1: every frame "
+        "as it is due, like a camera",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling priority change for the serving processes (e.g. -10: the farm stands in for cameras, "
+        "which never wait for the server's CPU; negative needs CAP_SYS_NICE)",
+    )
     p.add_argument("--drop", default="", metavar="FRAC:PERIOD[:DOWN]")
     p.add_argument("--silent", type=float, default=0.0)
     p.add_argument("--garbage", type=float, default=0.0)
@@ -130,9 +148,25 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def worker(index: int, cams: range, port: int, settings: Settings, stats: float, pipe: Connection) -> None:
+def _check_fd_limit(cameras_per_process: int) -> None:
+    """A playing TCP session holds two descriptors (the transport's and the farm's own send handle)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if 2 * cameras_per_process + 64 > soft:
+        print(f"camfarm: {cameras_per_process} cameras per process need ~{2 * cameras_per_process} descriptors "
+              f"(limit {soft}); sessions past it send through the slower transport path: add --procs",
+              file=sys.stderr)  # fmt: skip
+
+
+def worker(
+    index: int, cams: range, port: int, settings: Settings, stats: float, pipe: Connection, nice: int = 0
+) -> None:
     """One farm process: an RTSP server for `cams` and the scheduler that feeds them."""
     _die_with_parent()
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError as exc:
+            print(f"camfarm: process {index}: cannot change priority by {nice}: {exc}", file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the farm ends
     uvloop.run(_serve(index, cams, port, settings, stats, pipe))
 
@@ -211,14 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     _raise_fd_limit()
     clip = make_clip(args)
-    settings = Settings(args.host, clip, args.auth, args.user, args.password, faults_from(args), args.tick)
+    settings = Settings(
+        args.host, clip, args.auth, args.user, args.password, faults_from(args), args.tick, args.frames_per_send
+    )
     ranges = split(args.cameras, max(1, min(args.procs, args.cameras)))
+    _check_fd_limit(max(len(r) for r in ranges))
     ctx = mp.get_context("fork")  # children share the packetised clip copy-on-write
     procs, ports = [], []
     for k, cams in enumerate(ranges):
         parent, child = ctx.Pipe(duplex=False)
         port = 0 if args.port == 0 else args.port + k
-        proc = ctx.Process(target=worker, args=(k, cams, port, settings, args.stats, child), daemon=True)
+        proc = ctx.Process(target=worker, args=(k, cams, port, settings, args.stats, child, args.nice), daemon=True)
         proc.start()
         procs.append(proc)
         if not parent.poll(30):
@@ -229,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     for port, cams in zip(ports, ranges, strict=True):
         print(f"READY rtsp://{args.host}:{port}/cam{cams.start} {cams.start}-{cams.stop - 1}", flush=True)
     info = f"codec={clip.codec} fps={clip.fps} size={clip.width}x{clip.height} bitrate={clip.bitrate / 1e3:.0f}kbps"
+    info += f" frames_per_send={args.frames_per_send} nice={args.nice}"
     print(f"READY ALL {args.cameras} cameras {info} pids={','.join(str(p.pid) for p in procs)}", flush=True)
     _wait(procs)
 

@@ -42,15 +42,46 @@ def tree(roots: Iterable[int]) -> list[int]:
 
 def cpu_seconds(pids: Iterable[int]) -> float:
     """utime + stime of the live processes (children's time is counted while they are alive, as members)."""
-    total = 0
+    return sum(cpu_by_pid(pids).values())
+
+
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """utime + stime of each live process, by pid: a caller that diffs per pid survives processes that die
+    and restart between two readings (a sum over the tree would go backwards)."""
+    out = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            out[pid] = (int(fields[11]) + int(fields[12])) / TICKS
         except (OSError, IndexError, ValueError):
             continue
-    return total / TICKS
+    return out
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat: busy is everything but idle
+    and iowait, so it holds softirq time and other people's processes too."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (total - fields[3] - fields[4]) / TICKS, total / TICKS
+
+
+def stall_us() -> dict[str, int]:
+    """Cumulative stall time from the kernel's pressure stall information (µs since boot): `memory_full` is time
+    when every runnable task waited on memory (reclaim, a balloon), which stalls farm and server alike; empty
+    where the kernel has no PSI."""
+    out = {}
+    for resource_ in ("cpu", "memory", "io"):
+        try:
+            with open(f"/proc/pressure/{resource_}") as f:
+                for line in f:
+                    kind, *fields = line.split()
+                    out[f"{resource_}_{kind}"] = int(dict(x.split("=") for x in fields)["total"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ramp.py                                  # full run: 10-minute windows
     .venv/bin/python benchmarks/ramp.py --window 30 --steps 250,500,1000,2000,4000   # a short run
+    .venv/bin/python benchmarks/ramp.py --steps 6000,8000,10000,12000 --farm-procs 2 --farm-args "--frames-per-send 2"
 
 The farm (benchmarks/camfarm.py: TCP interleaved, 15 fps, ~0.45 Mbps H.264 360p, 2 s GOP) starts once with
 the largest step's cameras; a camera that no server asks for costs the farm nothing. Per step: the first N
@@ -33,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camfarm_measure import cpu_seconds, machine, memory, metric_sum, prometheus, tree
+from camfarm_measure import cpu_seconds, machine, machine_busy, memory, metric_sum, prometheus, stall_us, tree
 from camfarm_proc import RunningFarm, camfarm, python_die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,13 @@ class Step:
     errors: dict[str, int] = field(default_factory=dict)  # RTSP failures by kind since the server started
     farm_late: int = -1  # farm timer ticks > 2 ticks late during the window (the farm fell behind)
     farm_skipped: int = -1  # frames the farm did not send because a client's socket was full
+    # time every task of the machine waited on memory during the window (PSI memory "full"): such a stall
+    # stops farm and server alike, and shows as a burst of late frames and skipped frames, not as a server limit
+    memory_stall_ms: int = -1
+    machine_cpu: float = -1.0  # % of one core, the whole machine (softirq, everyone else's processes included)
+    # every poll during the window: (s into the window, cameras streaming, packets lost so far, farm late ticks
+    # so far, farm frames skipped so far, memory stall ms so far): when loss or a stall happened, whose it was
+    timeline: list[tuple[float, int, int, int, int, int]] = field(default_factory=list)
 
     @property
     def held(self) -> bool:
@@ -74,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-timeout", type=float, default=0.0, help="default: 30 s + 1 s per 40 cameras")
     p.add_argument("--settle-extra", type=float, default=5.0, help="seconds after all cameras stream")
     p.add_argument("--farm-procs", type=int, default=1)
+    p.add_argument("--farm-args", default="", help="extra camfarm.py arguments, e.g. '--frames-per-send 2'")
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--server-args", default="", help="extra arguments for `mediaserver serve`, e.g. '--workers 1'")
     p.add_argument("--keep-going", action="store_true", help="run every step even after loss")
@@ -199,14 +208,21 @@ def measure(n: int, settle: float, base: str, auth: str, pid: int, farm: Running
     first = read_server(base, auth)
     late0, skipped0 = farm.stat("late_ticks"), farm.stat("skipped")
     t0, cpu0, farm0 = time.monotonic(), cpu_seconds(tree([pid])), cpu_seconds(farm.all_pids)
+    stall0 = stall_us().get("memory_full", 0)
+    busy0, _ = machine_busy()
     streaming_min = first.streaming if first else 0
     end = t0 + args.window
+    timeline = []
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(5.0, left))
         reading = read_server(base, auth)
         streaming_min = min(streaming_min, reading.streaming if reading else 0)
+        timeline.append((round(time.monotonic() - t0, 1), reading.streaming if reading else -1, _lost(first, reading),
+                         int(farm.stat("late_ticks") - late0), int(farm.stat("skipped") - skipped0),
+                         (stall_us().get("memory_full", 0) - stall0) // 1000))  # fmt: skip
     elapsed = time.monotonic() - t0
     cpu1, farm1 = cpu_seconds(tree([pid])), cpu_seconds(farm.all_pids)
+    busy1, _ = machine_busy()
     last = read_server(base, auth)
     mem = memory(tree([pid]))
 
@@ -221,7 +237,15 @@ def measure(n: int, settle: float, base: str, auth: str, pid: int, farm: Running
         expected_frames=int(n * args.fps * elapsed), lost=delta("lost"), reconnects=delta("reconnects"),
         source=last.source if last else "none", errors=last.errors if last else {},
         farm_late=int(farm.stat("late_ticks") - late0), farm_skipped=int(farm.stat("skipped") - skipped0),
+        memory_stall_ms=(stall_us().get("memory_full", 0) - stall0) // 1000, timeline=timeline,
+        machine_cpu=round(100 * (busy1 - busy0) / elapsed, 1),
     )  # fmt: skip
+
+
+def _lost(first: Reading | None, now: Reading | None) -> int:
+    if first is None or now is None or first.lost is None or now.lost is None:
+        return -1
+    return int(now.lost - first.lost)
 
 
 def saturated(step: Step) -> bool:
@@ -238,12 +262,15 @@ def main(argv: list[str] | None = None) -> None:
         lines = args.from_log.read_text().splitlines()
         results = [Step(**json.loads(line)) for line in lines if line.startswith("{")]
         farm = next((line for line in lines if line.startswith("READY ALL")), "")
-        return write_results(results, args, argv if argv is not None else sys.argv[1:], farm)
+        load = next((line[5:] for line in lines if line.startswith("LOAD ")), "not recorded")
+        return write_results(results, args, argv if argv is not None else sys.argv[1:], farm, load)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"LOAD {load}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ramp-") as tmp:
         workdir = Path(tmp)
         csv_path = workdir / "farm.csv"
         farm_args = ["--cameras", str(max(steps)), "--procs", str(args.farm_procs), "--port", "0"]
-        farm_args += ["--fps", str(args.fps), "--csv", str(csv_path), "--stats", "2"]
+        farm_args += ["--fps", str(args.fps), "--csv", str(csv_path), "--stats", "1", *shlex.split(args.farm_args)]
         with camfarm(farm_args) as farm:
             print(farm.info, flush=True)
             for n in steps:
@@ -253,10 +280,10 @@ def main(argv: list[str] | None = None) -> None:
                 if not args.keep_going and (not step.held or saturated(step)):
                     break
             farm_info = farm.info
-    write_results(results, args, argv if argv is not None else sys.argv[1:], farm_info)
+    write_results(results, args, argv if argv is not None else sys.argv[1:], farm_info, load)
 
 
-def write_results(results: list[Step], args: argparse.Namespace, argv: list[str], farm_info: str) -> None:
+def write_results(results: list[Step], args: argparse.Namespace, argv: list[str], farm_info: str, load: str) -> None:
     from ramp_report import plot, report
 
     stamp = datetime.now().strftime("%Y-%m-%d-%H%M") + (f"-{args.tag}" if args.tag else "")
@@ -264,7 +291,7 @@ def write_results(results: list[Step], args: argparse.Namespace, argv: list[str]
     png = args.out / f"ramp-{stamp}.png"
     plot(results, png)
     md = args.out / f"ramp-{stamp}.md"
-    md.write_text(report(results, args, argv, farm_info, machine(), png.name))
+    md.write_text(report(results, args, argv, farm_info, machine(), png.name, load))
     print(f"wrote {md} and {png}")
 
 

@@ -15,7 +15,9 @@ def per_thousand(value: float, cameras: int) -> float:
     return value * 1000 / cameras if cameras else 0.0
 
 
-def report(results: list[Step], args: argparse.Namespace, argv: list[str], farm: str, machine: str, png: str) -> str:
+def report(
+    results: list[Step], args: argparse.Namespace, argv: list[str], farm: str, machine: str, png: str, load: str = "?"
+) -> str:
     held = [s.cameras for s in results if s.held]
     best = max(held, default=0)
     short = args.window < 600
@@ -23,6 +25,7 @@ def report(results: list[Step], args: argparse.Namespace, argv: list[str], farm:
         f"# Ramp: always-on cameras held with 0 lost packets{' (SHORT RUN)' if short else ''}",
         "",
         f"- machine: {machine}",
+        f"- load average at start: {load}",
         f"- command: `.venv/bin/python benchmarks/ramp.py {shlex.join(argv)}`",
         f"- farm: {farm}",
         f"- window per step: {args.window:g} s"
@@ -36,20 +39,30 @@ def report(results: list[Step], args: argparse.Namespace, argv: list[str], farm:
         "",
         "| cameras | settle s | streaming (min) | server CPU % | per 1k cams | farm CPU % | server RSS MiB | PSS MiB |"
         " PSS per 1k | frames rx | frames expected | packets lost | reconnects | RTSP errors since start |"
-        " farm late ticks / skipped frames | source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " farm late ticks / skipped frames | memory stall ms | machine CPU % | source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in results:
         lines.append(
             f"| {s.cameras} | {s.settle_s} | {s.streaming_min} | {s.server_cpu} | "
             f"{per_thousand(s.server_cpu, s.cameras):.1f} | {s.farm_cpu} | {s.rss_mib} | {s.pss_mib} | "
             f"{per_thousand(s.pss_mib, s.cameras):.0f} | {s.frames} | {s.expected_frames} | {s.lost} | "
-            f"{s.reconnects} | {_kinds(s.errors)} | {s.farm_late} / {s.farm_skipped} | {s.source} |"
+            f"{s.reconnects} | {_kinds(s.errors)} | {s.farm_late} / {s.farm_skipped} | {s.memory_stall_ms} | "
+            f"{s.machine_cpu} | {s.source} |"
         )
+    for s in results:
+        if s.timeline and not s.held:
+            points = "; ".join(
+                f"{t:g} s: {up} up, {lost} lost, farm {late}/{sk}, stall {ms} ms"
+                for t, up, lost, late, sk, ms in s.timeline
+            )
+            lines += ["", f"{s.cameras} cameras, during the window (streaming, packets lost so far, farm late ticks / "
+                      f"skipped frames so far, machine-wide memory stall so far): {points}"]  # fmt: skip
     lines += [
         "",
         "CPU is % of one core (the machine has the number of cores above); the server's figure sums the front and",
-        "every worker process. 'frames expected' is cameras x fps x window; frames rx comes from the server's",
+        "every worker process; 'machine CPU' is everything busy on the machine (softirq and other users included).",
+        "'frames expected' is cameras x fps x window; frames rx comes from the server's",
         "goldentime_frames_total. -1 means the server did not expose the counter.",
         "",
         f"![ramp]({png})",

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from peers import count_frames, ffprobe, rtsp_status, with_credentials
+from peers import RtspConn, count_frames, ffprobe, rtsp_status, with_credentials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+from camfarm_clip import load_clip
 from camfarm_proc import RunningFarm, camfarm
-from camfarm_rtsp import Faults
+from camfarm_rtsp import Faults, Scheduler, Session, Settings
 from test_ingest import ingest_for, wait_for
 
 from mediaserver.ingest import CameraIngest, State
+from mediaserver.simcam.clips import ensure_clip
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +121,122 @@ def _faults_seen(ingests: dict[str, CameraIngest]) -> bool:
         and ingests["refuse_auth"].errors["auth_failed"] >= 1
         and ingests["clean"].state == State.STREAMING
     )
+
+
+async def _play(url: str, channel: int = 0) -> tuple[RtspConn, asyncio.StreamWriter, int, int]:
+    """SETUP + PLAY over TCP interleaved; returns the connection and RTP-Info's seq and rtptime."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    conn = RtspConn(reader, writer)
+    await conn.request("SETUP", f"{url}/track1", Transport=f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}")
+    status, fields, _ = await conn.request("PLAY", url, Session="x")
+    assert status == 200
+    info = dict(p.split("=", 1) for p in fields["rtp-info"].split(";")[1:])
+    return conn, writer, int(info["seq"]), int(info["rtptime"])
+
+
+async def _packets(conn: RtspConn, count: int) -> list[tuple[int, bytes]]:
+    return [await conn.read_frame() for _ in range(count)]
+
+
+async def test_rtp_numbering_is_continuous_per_session(h264_farm: RunningFarm) -> None:
+    """Frames are stamped once per clip position for all sessions (camfarm_rtsp.Scheduler): each session still
+    starts at a keyframe with the seq/rtptime its RTP-Info announced, on its own channel, and counts on from
+    there without a gap; a second session that joins later starts at its own keyframe."""
+    url = h264_farm.url(11)
+    first = await _play(url)
+    await asyncio.sleep(0.3)
+    second = await _play(url, channel=4)
+    try:
+        for (conn, _, seq, rtptime), channel in ((first, 0), (second, 4)):
+            packets = await asyncio.wait_for(_packets(conn, 120), 15)
+            assert {ch for ch, _ in packets} == {channel}
+            rtp = [p for _, p in packets]
+            assert int.from_bytes(rtp[0][2:4], "big") == seq and int.from_bytes(rtp[0][4:8], "big") == rtptime
+            assert rtp[0][12] & 0x1F == 7  # SPS: the session opens on the clip's keyframe
+            seqs = [int.from_bytes(p[2:4], "big") for p in rtp]
+            assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
+            stamps = sorted({int.from_bytes(p[4:8], "big") for p in rtp})
+            assert all(b - a == 6000 for a, b in itertools.pairwise(stamps))  # 90 kHz / 15 fps
+            assert len(stamps) >= 10 and len({p[8:12] for p in rtp}) == 1  # one SSRC per session
+    finally:
+        first[1].close()
+        second[1].close()
+
+
+def test_frames_per_send_keeps_every_frame(clip_dir: Path) -> None:
+    """`--frames-per-send 2` writes two frames at once: ffmpeg still gets every frame, in order."""
+    with camfarm(farm_args(clip_dir, 4, "--frames-per-send", "2")) as farm:
+        count = count_frames(farm.url(2), seconds=2.0, transport="tcp")
+    assert count.drops == 0
+    assert 28 <= count.frames <= 33
+
+
+def test_nice_changes_the_serving_processes_priority(clip_dir: Path) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with camfarm(farm_args(clip_dir, 2, "--nice", "3")) as farm:
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in farm.pids] == [min(19, base + 3)]
+        assert os.getpriority(os.PRIO_PROCESS, farm.proc.pid) == base  # the parent only waits
+        assert ffprobe(farm.url(1)).codec == "h264"
+
+
+def test_full_socket_skips_whole_frames(clip_dir: Path) -> None:
+    """A client that stops reading: the kernel takes part of a frame, the farm finishes that frame before the
+    next one and skips the frames it cannot send, so the interleaved stream stays whole (a seq gap, no torn
+    packet)."""
+    clip = load_clip(ensure_clip(clip_dir, "h264", "640x360", 15, 30, 2, "3000k"))
+    settings = Settings("127.0.0.1", clip)
+    farm = Scheduler(settings, range(1, 2))
+    client, server = socket.socketpair()
+    with client, server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.setblocking(False)
+        session = Session(farm, settings, None)
+        session.cam, session.out, session.playing = 1, server, True
+        farm.add(session)
+        for n in range(60):
+            farm.send_all([session], n)
+        assert farm.counters.skipped > 0 and session.pending is not None
+        received = bytearray()
+        client.setblocking(False)
+        for n in range(60, 120):  # now the client reads: the torn frame is finished first
+            with contextlib.suppress(BlockingIOError):
+                while chunk := client.recv(1 << 16):
+                    received += chunk
+            farm.send_all([session], n)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := client.recv(1 << 16):
+                received += chunk
+    packets = _split_interleaved(bytes(received))
+    seqs = [int.from_bytes(p[2:4], "big") for p in packets]
+    gaps = [(b - a) % 65536 for a, b in itertools.pairwise(seqs)]
+    assert all(p[0] == 0x80 for p in packets)  # every packet starts where its $-header says
+    assert max(gaps) > 1 and all(g >= 1 for g in gaps)  # skipped frames show as a gap, never a repeat
+
+
+def _split_interleaved(data: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i + 4 <= len(data):
+        assert data[i] == 0x24, f"torn stream at byte {i}"
+        size = int.from_bytes(data[i + 2 : i + 4], "big")
+        if i + 4 + size > len(data):
+            break
+        out.append(data[i + 4 : i + 4 + size])
+        i += 4 + size
+    return out
+
+
+def test_fault_schedule_up_for_matches_down_time() -> None:
+    """soak.py predicts which cameras should stream from Faults.up_for: it must agree with what the farm does
+    (is_down), and count the seconds since the camera came back."""
+    faults = Faults(drop=0.5, drop_period=60.0, drop_down=5.0)
+    dropping = [c for c in range(1, 200) if faults.has("drop", c)]
+    steady = next(c for c in range(1, 200) if not faults.has("drop", c))
+    assert 60 < len(dropping) < 140 and faults.up_for(steady, 0.0) == float("inf")
+    for cam in dropping[:20]:
+        times = [t / 10 + 0.037 for t in range(1200)]
+        for now in times:
+            assert (faults.up_for(cam, now) == 0.0) is faults.is_down(cam, now)
+        back = next(t for t in times if faults.is_down(cam, t) and not faults.is_down(cam, t + 0.1))
+        assert 9.8 < faults.up_for(cam, back + 10.1) <= 10.1
