@@ -44,12 +44,16 @@ class CameraIngest:
         timeouts: Timeouts | None = None,
         backoff: Backoff | None = None,
         batch: BatchReader | None = None,
+        start_limiter: RateLimiter | None = None,
     ) -> None:
         self.hub = hub
         self.source = source
         self.timeouts = timeouts or Timeouts()
         self.backoff = backoff or Backoff()
         self._limiter = limiter
+        # The first connect of a camera in this process (a worker starting or restarted after a crash) is not a
+        # reconnect storm: it may use a larger budget, so the cameras of a restarted worker are back in seconds.
+        self._start_limiter = start_limiter
         self._task: asyncio.Task[None] | None = None
         self.state = State.IDLE
         self.errors: Counter[str] = Counter()
@@ -77,8 +81,10 @@ class CameraIngest:
             self._task = None
 
     async def _loop(self) -> None:
+        first = True
         while True:
-            await self._limiter.acquire()
+            await (self._start_limiter if first and self._start_limiter is not None else self._limiter).acquire()
+            first = False
             started = time.monotonic()
             await self._session()
             if time.monotonic() - started > STABLE_AFTER_S:

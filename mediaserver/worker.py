@@ -26,6 +26,9 @@ SUBSTREAM_STATUS = ("state", "codec", "connects", "units", "gop_age_s", "viewers
 class WorkerSettings:
     transport: str = "tcp"
     reconnect_rate: float = 50.0  # connection attempts per second, process-wide
+    # first connects per second (a worker starting, or restarted after a crash: its cameras must be back within
+    # seconds); each camera's first attempt only, so a camera that keeps failing falls back to reconnect_rate
+    start_rate: float = 400.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     ice_hosts: list[str] | None = None  # restrict ICE host candidates (e.g. ["127.0.0.1"] in tests)
     first_picture: StartPolicy = "live"  # how a new viewer starts (bridge.py); others only for comparison
@@ -66,6 +69,7 @@ class Worker:
         self.sub_hubs: dict[str, Hub] = {}
         self.sub_ingests: dict[str, CameraIngest] = {}
         self.limiter = RateLimiter(self.settings.reconnect_rate)
+        self.start_limiter = RateLimiter(self.settings.start_rate)
         interval = self.settings.idle_read_interval
         self.batch = BatchReader(interval) if interval > 0 else None  # one for all this worker's cameras
         self.egress = Egress(
@@ -107,7 +111,9 @@ class Worker:
 
     def _ingest(self, hub: Hub, url: str, camera: Camera) -> CameraIngest:
         source = Source(url, camera.username, camera.password, self.settings.transport)
-        ingest = CameraIngest(hub, source, self.limiter, self.settings.timeouts, batch=self.batch)
+        ingest = CameraIngest(
+            hub, source, self.limiter, self.settings.timeouts, batch=self.batch, start_limiter=self.start_limiter
+        )
         ingest.start()
         return ingest
 

@@ -190,3 +190,39 @@ async def test_a_district_coming_back_does_not_stampede() -> None:
     attempts = sum(i.attempts for i in ingests)
     assert 20 <= attempts <= 10 + 10 * 2.0 + 2  # burst + rate * time (+ rounding)
     assert all(i.errors["connect_failed"] >= i.attempts - 1 for i in ingests)  # the last may be cut by stop()
+
+
+async def test_first_connects_use_the_start_budget_and_retries_the_reconnect_cap() -> None:
+    """A restarted worker's cameras all try at once (start budget); their retries still queue behind the cap."""
+    limiter, start = RateLimiter(rate=5, burst=5), RateLimiter(rate=1000, burst=1000)
+    closed_port = "rtsp://127.0.0.1:9/cam"
+    ingests = [
+        CameraIngest(Hub(f"c{i}"), Source(closed_port), limiter, FAST, Backoff(0.01, 0.05), start_limiter=start)
+        for i in range(40)
+    ]
+    for ingest in ingests:
+        ingest.start()
+    await asyncio.sleep(1.0)
+    await asyncio.gather(*(i.stop() for i in ingests))
+    assert start.granted == 40  # every camera's first attempt at once, none waited for the cap
+    assert limiter.granted <= 5 + 5 * 1.0 + 2  # the retries: burst + rate * time (+ rounding)
+    assert sum(i.attempts for i in ingests) == start.granted + limiter.granted
+
+
+async def test_media_waiting_unread_in_the_socket_is_not_a_stall(h264_camera: str) -> None:
+    """A worker that falls behind (here: an idle camera read only every 30 s) must not cut a camera whose data sits
+    unread in its socket; before, a few seconds of CPU starvation dropped thousands of healthy cameras at once."""
+    from mediaserver.rtsp.batch_reader import BatchReader
+
+    batch = BatchReader(30.0)
+    hub = Hub("slow")
+    ingest = CameraIngest(hub, Source(h264_camera), RateLimiter(100), FAST, Backoff(), batch=batch)
+    ingest.start()
+    try:
+        await wait_for(lambda: ingest.state == State.STREAMING and len(batch) == 1, 10)
+        await asyncio.sleep(3 * FAST.stall)  # the batch reader has not read it since (30 s / 8 slices)
+        assert ingest.connects == 1 and ingest.errors["stalled"] == 0, ingest.status()
+        assert ingest.state == State.STREAMING
+    finally:
+        await ingest.stop()
+        await batch.close()

@@ -4,9 +4,12 @@ TEARDOWN. Bytes go straight into core_ext's demuxer and depacketiser; Python see
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import random
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +100,7 @@ class RtspClient(asyncio.Protocol):
         self._rtp: _UdpRtp | None = None
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tick: asyncio.Future[None] | None = None  # run()'s wait: woken early when the session fails
         self._cseq = 0
         self._auth = Authenticator(source.username, source.password or "") if source.username else None
         self._session = ""
@@ -179,6 +183,8 @@ class RtspClient(asyncio.Protocol):
         self._leave_batch()  # before the transport closes the fd: the batch reader must never read a reused fd
         if not self._failed.done():
             self._failed.set_exception(error)
+            if self._tick is not None:
+                _wake(self._tick)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -346,9 +352,16 @@ class RtspClient(asyncio.Protocol):
         """Keep the session alive until it fails; raises RtspError saying why."""
         interval = max(self._session_timeout / 2, 1.0)
         next_keepalive = time.monotonic() + interval
+        loop = asyncio.get_running_loop()
         while True:
-            done, _ = await asyncio.wait([self._failed], timeout=0.5)
-            if done:
+            if not self._failed.done():  # a future and a timer: asyncio.wait costs several times that per call
+                self._tick = loop.create_future()
+                handle = loop.call_later(0.5, _wake, self._tick)
+                try:
+                    await self._tick
+                finally:
+                    handle.cancel()
+            if self._failed.done():
                 self._failed.result()  # raises the recorded error
             now = time.monotonic()
             self._check_media(now)
@@ -358,7 +371,7 @@ class RtspClient(asyncio.Protocol):
                 await self._request(method, self.source.url)
 
     def _check_media(self, now: float) -> None:
-        if now - self.last_media_at > self.timeouts.stall:
+        if now - self.last_media_at > self.timeouts.stall and not self._media_waiting():
             raise RtspError("stalled", f"no media for {self.timeouts.stall:g} s")
         if not self.have_keyframe and now - self.started_at > self.timeouts.first_keyframe:
             raise RtspError(
@@ -366,6 +379,18 @@ class RtspClient(asyncio.Protocol):
                 f"no decodable keyframe within {self.timeouts.first_keyframe:g} s "
                 "(parameter sets neither in the SDP nor in-band?)",
             )
+
+    def _media_waiting(self) -> bool:
+        """Bytes the camera sent that we have not read yet: the worker fell behind (CPU starvation), the camera
+        did not stall. Cutting it would turn a few slow seconds into a reconnect storm of healthy cameras."""
+        fds = [self._fileno] + ([self._rtp.fd] if self._rtp is not None else [])
+        for fd in (fd for fd in fds if fd >= 0):
+            try:
+                if struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] > 0:
+                    return True
+            except OSError:
+                pass
+        return False
 
     async def close(self) -> None:
         """TEARDOWN if we can (best effort, briefly), then close every socket, even when cancelled."""
@@ -401,6 +426,7 @@ class _UdpRtp:
     def __init__(self, sock: socket.socket, receiver: UdpReceiver, owner: RtspClient, batch: BatchReader | None):
         self._sock = sock
         self._fd = sock.fileno()
+        self.fd = self._fd
         self.receiver = receiver
         receiver.owner = self
         self._owner = owner
@@ -463,6 +489,11 @@ class _UdpRtp:
         self.receiver.close()
         self.receiver.owner = None  # no cycle left for the garbage collector
         self._sock.close()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _host_port(url: str) -> tuple[str, int]:
