@@ -226,3 +226,18 @@ async def test_media_waiting_unread_in_the_socket_is_not_a_stall(h264_camera: st
     finally:
         await ingest.stop()
         await batch.close()
+
+
+async def test_all_sessions_share_one_watchdog_timer(h264_camera: str) -> None:
+    from mediaserver.rtsp.client import Watchdog
+
+    watchdog = Watchdog.of(asyncio.get_running_loop())
+    ingests = [CameraIngest(Hub(f"w{i}"), Source(h264_camera), RateLimiter(100), FAST, Backoff()) for i in range(3)]
+    for ingest in ingests:
+        ingest.start()
+    try:
+        await wait_for(lambda: all(i.state == State.STREAMING for i in ingests), 10)
+        assert len(watchdog) == 3  # one timer for the loop checks all three sessions
+    finally:
+        await asyncio.gather(*(i.stop() for i in ingests))
+    assert len(watchdog) == 0

@@ -11,6 +11,7 @@ import socket
 import struct
 import termios
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -100,7 +101,9 @@ class RtspClient(asyncio.Protocol):
         self._rtp: _UdpRtp | None = None
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tick: asyncio.Future[None] | None = None  # run()'s wait: woken early when the session fails
+        self._keepalive: asyncio.Task[None] | None = None
+        self._keepalive_every = 30.0
+        self._next_keepalive = 0.0
         self._cseq = 0
         self._auth = Authenticator(source.username, source.password or "") if source.username else None
         self._session = ""
@@ -183,8 +186,6 @@ class RtspClient(asyncio.Protocol):
         self._leave_batch()  # before the transport closes the fd: the batch reader must never read a reused fd
         if not self._failed.done():
             self._failed.set_exception(error)
-            if self._tick is not None:
-                _wake(self._tick)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -349,26 +350,39 @@ class RtspClient(asyncio.Protocol):
         raise RtspError("udp_ports", "no free UDP port pair")
 
     async def run(self) -> None:
-        """Keep the session alive until it fails; raises RtspError saying why."""
-        interval = max(self._session_timeout / 2, 1.0)
-        next_keepalive = time.monotonic() + interval
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._failed.done():  # a future and a timer: asyncio.wait costs several times that per call
-                self._tick = loop.create_future()
-                handle = loop.call_later(0.5, _wake, self._tick)
-                try:
-                    await self._tick
-                finally:
-                    handle.cancel()
-            if self._failed.done():
-                self._failed.result()  # raises the recorded error
-            now = time.monotonic()
+        """Keep the session alive until it fails; raises RtspError saying why. The checks (media stalled, first
+        keyframe, keep-alive due) run on the event loop's shared `Watchdog`, not on a timer of this session."""
+        self._keepalive_every = max(self._session_timeout / 2, 1.0)
+        self._next_keepalive = time.monotonic() + self._keepalive_every
+        watchdog = Watchdog.of(asyncio.get_running_loop())
+        watchdog.add(self)
+        try:
+            await asyncio.wait([self._failed])
+            self._failed.result()  # raises the recorded error
+        finally:
+            watchdog.discard(self)
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+
+    def _watch(self, now: float) -> None:
+        """Called by the watchdog about twice a second."""
+        try:
             self._check_media(now)
-            if now >= next_keepalive:
-                next_keepalive = now + interval
-                method = "GET_PARAMETER" if "GET_PARAMETER" in self._public else "OPTIONS"
-                await self._request(method, self.source.url)
+        except RtspError as exc:
+            self._fail(exc)
+            return
+        if now >= self._next_keepalive and self._keepalive is None:
+            self._next_keepalive = now + self._keepalive_every
+            self._keepalive = asyncio.get_running_loop().create_task(self._send_keepalive())
+
+    async def _send_keepalive(self) -> None:
+        method = "GET_PARAMETER" if "GET_PARAMETER" in self._public else "OPTIONS"
+        try:
+            await self._request(method, self.source.url)
+        except RtspError as exc:
+            self._fail(exc)
+        finally:
+            self._keepalive = None
 
     def _check_media(self, now: float) -> None:
         if now - self.last_media_at > self.timeouts.stall and not self._media_waiting():
@@ -491,9 +505,44 @@ class _UdpRtp:
         self._sock.close()
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class Watchdog:
+    """One timer per event loop checks every playing session twice a second. A timer (or an asyncio.wait with a
+    timeout) per session was a large share of an idle camera's cost at thousands of cameras per worker."""
+
+    INTERVAL = 0.5
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._clients: set[RtspClient] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Watchdog:
+        watchdog = cls._by_loop.get(loop)
+        if watchdog is None:
+            watchdog = cls._by_loop[loop] = cls(loop)
+        return watchdog
+
+    def add(self, client: RtspClient) -> None:
+        self._clients.add(client)
+        if self._handle is None:
+            self._handle = self._loop.call_later(self.INTERVAL, self._tick)
+
+    def discard(self, client: RtspClient) -> None:
+        self._clients.discard(client)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for client in tuple(self._clients):
+            try:
+                client._watch(now)
+            except Exception:  # one session's bug must not stop the others' checks
+                log.exception("watchdog check of %s failed", client.source.url.split("@")[-1])
+        self._handle = self._loop.call_later(self.INTERVAL, self._tick) if self._clients else None
 
 
 def _host_port(url: str) -> tuple[str, int]:
