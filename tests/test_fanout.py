@@ -11,17 +11,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 from feed import Unit, feed, make_clip, read_units
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
+from viewers import Viewer
 
 from core_ext.depacketize import H264Depacketizer
 from core_ext.fanout import RtpFrame, RtpOutput, gso_enabled, packetize_h264, send_all, set_gso
 from mediaserver import fanout
-from mediaserver.egress import Egress, use_ice_hosts
+from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 
 KEY = bytes(range(30))  # AES-128 key + 14-byte salt
@@ -151,21 +150,6 @@ def test_send_all_reaches_every_output_and_reports_a_dead_socket(units: list[Uni
     assert send_all(outputs, frame) == [outputs[1]]
     assert outputs[1].failed and not outputs[0].failed
     assert len(receivers[2].packets(frame.count)) == frame.count
-
-
-class Viewer:
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-        self.pc.on("track", self.track.set_result)
-
-    async def join(self, egress: Egress, camera: str) -> str:
-        with use_ice_hosts(["127.0.0.1"]):
-            await self.pc.setLocalDescription(await self.pc.createOffer())
-        session_id, answer = await egress.offer(camera, self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        return session_id
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 from feed import Unit, clip_camera, feed, make_clip, read_units
+from viewers import Viewer
 
 from mediaserver import bridge
-from mediaserver.egress import Egress, use_ice_hosts
+from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 from signaling.access import ACCESS
 from signaling.app import create_app
@@ -58,24 +57,6 @@ async def client(egress: Egress) -> AsyncIterator[TestClient[Any, Any]]:
     token = grant(app[ACCESS], CAMERAS[0])  # every WHEP request carries a stream token for an incident at cam1
     async with TestClient(TestServer(app, host="127.0.0.1"), headers=auth(token)) as client:
         yield client
-
-
-class Viewer:
-    """A real WebRTC viewer: recvonly H.264 over loopback."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-        self.pc.on("track", self.track.set_result)
-
-    async def offer(self) -> str:
-        with use_ice_hosts(["127.0.0.1"]):
-            await self.pc.setLocalDescription(await self.pc.createOffer())
-        return self.pc.localDescription.sdp
-
-    async def answer(self, sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
 
 async def post_offer(client: TestClient[Any, Any], sdp: str, camera: str = "cam1", **headers: str) -> Any:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pytest
 from access_helpers import FAST, auth, grant
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from peers import _die_with_parent, free_port, stop_process
+from serve_process import serve, wait_ready
 
 from mediaserver.egress import use_ice_hosts
 from mediaserver.hashring import worker_index, worker_ring
@@ -70,39 +69,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, h264_camera: str) -> Iterat
     access = Access(db, _no_sessions, lambda: points, FAST)
     token = grant(access, points[0])  # one incident around the spot where every camera stands
     access.close()
-    port = free_port()
-    argv = [sys.executable, "-m", "mediaserver.cli", "serve", "--db", db, "--http", f"127.0.0.1:{port}",
-            "--workers", "2", "--ice-host", "127.0.0.1"]  # fmt: skip
-    with open(tmp / "server.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", proc, token, cameras)
-    finally:
-        stop_process(proc)
-        print((tmp / "server.log").read_text()[-3000:])
+    with serve(db, tmp / "server.log") as (base, proc):
+        yield Server(base, proc, token, cameras)
 
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(server.base, headers=auth(server.token)) as session:
-        deadline = time.monotonic() + 30
-        while True:  # ready: registry loaded and both workers up
-            assert server.proc.poll() is None, "server exited"
-            with contextlib_suppress():
-                async with session.get("/readyz") as res:
-                    if res.status == 200:
-                        break
-            assert time.monotonic() < deadline, "server not ready within 30 s"
-            await asyncio.sleep(0.1)
+        await wait_ready(session, server.proc)
         yield session
-
-
-class contextlib_suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], aiohttp.ClientError)  # type: ignore[arg-type]
 
 
 async def camera_states(http: aiohttp.ClientSession, ids: list[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from access_helpers import FAST, agency, auth, incident_around
-from peers import _die_with_parent, free_port, stop_process
+from serve_process import serve, wait_ready
 
 from mediaserver.hashring import worker_index, worker_ring
 from mediaserver.registry import Registry, make_camera
@@ -68,32 +68,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, h264_camera: str) -> Iterat
     incident = incident_around(access, client, LON, LAT, 50, nearest=20)  # also opens cameras added later
     token = access.issue_stream_token(incident, client, "officer kim", None, "127.0.0.1")[0]
     access.close()
-    port = free_port()
-    argv = [sys.executable, "-m", "mediaserver.cli", "serve", "--db", db, "--http", f"127.0.0.1:{port}",
-            "--workers", "2", "--ice-host", "127.0.0.1"]  # fmt: skip
-    with open(tmp / "server.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", db, proc, token)
-    finally:
-        stop_process(proc)
-        print((tmp / "server.log").read_text()[-4000:])
+    with serve(db, tmp / "server.log") as (base, proc):
+        yield Server(base, db, proc, token)
 
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(server.base, headers=auth(server.token)) as session:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.proc.poll() is None, "server exited"
-            try:
-                async with session.get("/readyz") as res:
-                    if res.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 30 s"
-            await asyncio.sleep(0.1)
+        await wait_ready(session, server.proc)
         await wait_pictures(session, CAMERAS, 15)
         yield session
 
