@@ -2,9 +2,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
-cdef extern from "<sys/socket.h>":
-    struct sockaddr_storage:
-        pass
+from core_ext.sockets cimport sockaddr_storage
 
 
 cdef class RtpFrame:

@@ -19,40 +19,12 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+from posix.uio cimport iovec
 
-cdef extern from "<sys/uio.h>":
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-
-cdef extern from "<sys/socket.h>":
-    ctypedef unsigned int socklen_t
-    struct sockaddr:
-        pass
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int sendmmsg(int sockfd, mmsghdr* msgvec, unsigned int vlen, int flags) nogil
-    enum:
-        MSG_DONTWAIT
-        SOCK_DGRAM
-
-cdef extern from "<sys/socket.h>":
-    struct cmsghdr:
-        size_t cmsg_len
-        int cmsg_level
-        int cmsg_type
-    size_t CMSG_SPACE(size_t length)
-    size_t CMSG_LEN(size_t length)
-    unsigned char* CMSG_DATA(cmsghdr* cmsg)
+from core_ext.sockets cimport (
+    CMSG_DATA, CMSG_LEN, CMSG_SPACE, MSG_DONTWAIT, SOCK_DGRAM, cmsghdr, mmsghdr, msghdr, sendmmsg, sockaddr,
+    socklen_t,
+)
 
 cdef extern from *:
     """
@@ -107,32 +79,24 @@ cdef Py_ssize_t _capacity = 0
 cdef bint _gso = True
 
 
+cdef void* _grow(void* p, size_t size) except NULL:
+    p = realloc(p, size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
 cdef int _reserve(Py_ssize_t packets) except -1:
     """Grow the per-process scratch arena to hold `packets` datagrams (and as many messages)."""
     global _arena, _msgs, _iovs, _control, _counts, _capacity
     if packets <= _capacity:
         return 0
     cdef Py_ssize_t n = max(packets, 2 * _capacity, 64)
-    cdef void* p = realloc(_arena, n * SLOT)
-    if p == NULL:
-        raise MemoryError()
-    _arena = <uint8_t*>p
-    p = realloc(_msgs, n * sizeof(mmsghdr))
-    if p == NULL:
-        raise MemoryError()
-    _msgs = <mmsghdr*>p
-    p = realloc(_iovs, n * sizeof(iovec))
-    if p == NULL:
-        raise MemoryError()
-    _iovs = <iovec*>p
-    p = realloc(_control, n * CONTROL)
-    if p == NULL:
-        raise MemoryError()
-    _control = <uint8_t*>p
-    p = realloc(_counts, n * sizeof(Py_ssize_t))
-    if p == NULL:
-        raise MemoryError()
-    _counts = <Py_ssize_t*>p
+    _arena = <uint8_t*>_grow(_arena, n * SLOT)
+    _msgs = <mmsghdr*>_grow(_msgs, n * sizeof(mmsghdr))
+    _iovs = <iovec*>_grow(_iovs, n * sizeof(iovec))
+    _control = <uint8_t*>_grow(_control, n * CONTROL)
+    _counts = <Py_ssize_t*>_grow(_counts, n * sizeof(Py_ssize_t))
     _capacity = n
     return 0
 

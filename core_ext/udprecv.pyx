@@ -14,32 +14,10 @@ from libc.string cimport memcmp, memcpy, strerror
 from posix.uio cimport iovec
 
 from core_ext.depacketize cimport Depacketizer
+from core_ext.sockets cimport (
+    AF_INET, AF_INET6, MSG_DONTWAIT, MSG_TRUNC, mmsghdr, msghdr, recvmmsg, sa_family_t, sockaddr_storage, socklen_t,
+)
 
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef unsigned short sa_family_t
-    cdef struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    cdef struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    cdef struct sockaddr_storage:
-        sa_family_t ss_family
-    cdef struct timespec:
-        pass
-    int recvmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags, timespec* timeout)
-    enum:
-        MSG_DONTWAIT
-        MSG_TRUNC
-        AF_INET
-        AF_INET6
 
 cdef extern from "<netinet/in.h>" nogil:
     cdef struct in_addr:
