@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # viewers.py
 
 from camfarm import faults_from
 from camfarm import parse_args as farm_parse_args
@@ -218,13 +219,13 @@ class Soak:
             await viewer.start(self.api, await self.api.stream_token(cid, *self.positions[cid], ttl))
             self.viewers.append(viewer)
         async with asyncio.timeout(30):
-            while any(v.frames == 0 for v in self.viewers):
+            while any(v.decoded == 0 for v in self.viewers):
                 await asyncio.sleep(0.2)
         return picked
 
     async def sample(self) -> Sample:
         now, wall = time.monotonic(), time.time()
-        frames = [v.frames for v in self.viewers]  # read with the clock: the HTTP calls below take a while
+        frames = [v.decoded for v in self.viewers]  # read with the clock: the HTTP calls below take a while
         stall = stall_us().get("memory_full", 0)
         pids = tree([self.server_pid])
         cpu = cpu_by_pid(pids)

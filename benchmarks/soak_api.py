@@ -13,11 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 from camfarm_measure import prometheus
-
-from mediaserver.egress import use_ice_hosts
+from viewers import DecodingViewer
 
 PER_SCRAPE = 100  # the server names at most this many cameras per /metrics request
 STREAMING = re.compile(r'^goldentime_camera_streaming\{camera="([^"]+)"\} 1$', re.MULTILINE)
@@ -139,32 +136,12 @@ class Api:
             return await res.text()
 
 
-class Viewer:
-    """A real WebRTC viewer (aiortc: ICE, DTLS-SRTP, depacketising, decoding) counting the frames it decodes."""
+class Viewer(DecodingViewer):
+    """A decoding viewer (tests/viewers.py) on one camera, joined through the API's WHEP call."""
 
     def __init__(self, camera_id: str) -> None:
+        super().__init__()
         self.camera_id = camera_id
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.frames = 0
-        self._task: asyncio.Task[None] | None = None
-        self.pc.on("track", self._on_track)
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        self._task = asyncio.ensure_future(self._read(track))
-
-    async def _read(self, track: MediaStreamTrack) -> None:
-        while True:
-            await track.recv()
-            self.frames += 1
 
     async def start(self, api: Api, token: str) -> None:
-        with use_ice_hosts(["127.0.0.1"]):
-            await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await api.whep(self.camera_id, token, self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self.pc.close()
+        await self.answer(await api.whep(self.camera_id, token, await self.offer()))

@@ -17,11 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 from access_helpers import FAST, auth, grant
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 from serve_process import serve, wait_ready
+from viewers import DecodingViewer
 
-from mediaserver.egress import use_ice_hosts
 from mediaserver.hashring import worker_index, worker_ring
 from mediaserver.registry import Registry, make_camera
 from mediaserver.worker import Worker, WorkerSettings
@@ -105,32 +103,15 @@ async def workers(http: aiohttp.ClientSession) -> list[dict[str, Any]]:
         return list((await res.json())["workers"])
 
 
-class Viewer:
-    """A real WebRTC viewer (aiortc) counting the frames it decodes."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.frames: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-        self.pc.on("track", self._on_track)
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        self._task = asyncio.ensure_future(self._read(track))
-
-    async def _read(self, track: MediaStreamTrack) -> None:
-        while True:
-            await track.recv()
-            self.frames.append(time.monotonic())
+class Viewer(DecodingViewer):
+    """A decoding viewer that plays a camera through the server's WHEP endpoint."""
 
     async def play(self, http: aiohttp.ClientSession, camera_id: str) -> str:
-        with use_ice_hosts(["127.0.0.1"]):
-            await self.pc.setLocalDescription(await self.pc.createOffer())
         headers = {"Content-Type": "application/sdp"}
-        async with http.post(f"/whep/{camera_id}", data=self.pc.localDescription.sdp, headers=headers) as res:
+        async with http.post(f"/whep/{camera_id}", data=await self.offer(), headers=headers) as res:
             assert res.status == 201, await res.text()
             answer, location = await res.text(), res.headers["Location"]
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await self.answer(answer)
         return location
 
     async def wait_frames(self, count: int, timeout: float = 10) -> None:
