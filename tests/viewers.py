@@ -33,12 +33,11 @@ class Viewer:
         return session_id
 
 
-class DecodingViewer:
+class DecodingViewer(Viewer):
     """A real WebRTC viewer (aiortc: ICE, DTLS-SRTP, depacketising, decoding) noting when each frame decoded."""
 
     def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
+        super().__init__()
         self.frames: list[float] = []  # monotonic time of each decoded frame
         self._task: asyncio.Task[None] | None = None
         self.pc.on("track", self._on_track)
@@ -54,14 +53,6 @@ class DecodingViewer:
         while True:
             await track.recv()
             self.frames.append(time.monotonic())
-
-    async def offer(self) -> str:
-        with use_ice_hosts(["127.0.0.1"]):
-            await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
-
-    async def answer(self, sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     async def close(self) -> None:
         if self._task is not None:
