@@ -14,6 +14,9 @@ Per peer: start, wait until it holds N sessions (established TCP connections to 
 /proc/net/tcp) or the settle timeout, settle, then CPU (% of one core: utime+stime of the peer's process
 tree over --window) and PSS (smaps_rollup) at the end. The farm's own CPU and the machine's 1-minute load
 average at the start of the window are reported per row too (others' work on the machine shows there).
+With --repeat R the whole list of peers runs R times in turn (ours, Janus, ours, Janus, ...), so a noisy
+neighbour on the machine shows as disagreement between rounds; each round's ratio is against that round's best
+peer, and the summary gives every round's ratio and their median.
 Writes benchmarks/results/ingest-peers-<date>.md.
 """
 
@@ -25,6 +28,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from camfarm_measure import cpu_seconds, machine, memory, tree, version
 from camfarm_proc import RunningFarm, camfarm, python_die_with_parent
 from ramp import free_port, read_server
+
+from mediaserver.rtsp.batch_reader import IDLE_READ_MS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,6 +65,7 @@ class Row:
     processes: int
     load: float = 0.0  # the machine's 1-minute load average at the start of the window
     note: str = ""
+    round: int = 1
 
     def per_camera(self, cameras: int) -> tuple[float, float]:
         return self.cpu / cameras, self.pss_mib / cameras
@@ -71,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=10.0, help="seconds after all sessions are up")
     p.add_argument("--settle-timeout", type=float, default=90.0)
     p.add_argument("--peers", default="ours,ours-udp,ffmpeg,gstreamer,janus")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of the whole peer list, in turn")
     p.add_argument("--farm-procs", type=int, default=1)
     p.add_argument("--server-args", default="", help="extra arguments for `mediaserver serve`")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -169,9 +177,15 @@ def run_ours(farm: RunningFarm, csv_path: Path, workdir: Path, args: argparse.Na
     if transport == "udp":
         row.note = (
             "RTP over UDP read with recvmmsg(2) (core_ext/udprecv.pyx); nobody watches, so every camera is drained "
-            "by the batch reader once per --idle-read-ms (default 100 ms)"
+            f"by the batch reader once per --idle-read-ms ({idle_read_ms(args)} ms here) and its frames go to its GOP "
+            "cache without entering Python (core_ext/gop.pyx)"
         )
     return row
+
+
+def idle_read_ms(args: argparse.Namespace) -> str:
+    given = shlex.split(args.server_args)
+    return given[given.index("--idle-read-ms") + 1] if "--idle-read-ms" in given else f"{IDLE_READ_MS:g}, the default"
 
 
 def run_ffmpeg(farm: RunningFarm, workdir: Path, args: argparse.Namespace) -> Row:
@@ -276,13 +290,15 @@ def main(argv: list[str] | None = None) -> None:
                 "gstreamer": lambda: run_gstreamer(farm, workdir, args),
                 "janus": lambda: run_janus(farm, workdir, args),
             }
-            for peer in peers:
-                if peer == "janus" and shutil.which("janus") is None:
-                    print("janus: not installed (apt-get install -y janus); skipped", flush=True)
-                    continue
-                rows.append(runners[peer]())
-                print(json.dumps(rows[-1].__dict__), flush=True)
-                time.sleep(3)  # let the farm drop the previous peer's sessions
+            for round_ in range(1, args.repeat + 1):
+                for peer in peers:
+                    if peer == "janus" and shutil.which("janus") is None:
+                        print("janus: not installed (apt-get install -y janus); skipped", flush=True)
+                        continue
+                    rows.append(runners[peer]())
+                    rows[-1].round = round_
+                    print(json.dumps(rows[-1].__dict__), flush=True)
+                    time.sleep(3)  # let the farm drop the previous peer's sessions
             info = farm.info
         log_tail = (workdir / "peer.log").read_text(errors="replace")[-1500:] if (workdir / "peer.log").exists() else ""
     write_results(rows, args, argv if argv is not None else sys.argv[1:], info, log_tail)
@@ -291,7 +307,11 @@ def main(argv: list[str] | None = None) -> None:
 def write_results(rows: list[Row], args: argparse.Namespace, argv: list[str], farm: str, log_tail: str) -> None:
     n = args.cameras
     peers = [r for r in rows if not r.peer.startswith("ours")]
-    best = {t: min((r for r in peers if r.transport == t), key=lambda r: r.cpu, default=None) for t in ("tcp", "udp")}
+
+    def best_of(transport: str, round_: int) -> Row | None:
+        same = [r for r in peers if r.transport == transport and r.round == round_]
+        return min(same, key=lambda r: r.cpu, default=None)
+
     lines = [
         f"# Ingest peers side by side: {n} always-on cameras{' (SHORT RUN)' if n < 500 or args.window < 60 else ''}",
         "",
@@ -304,23 +324,31 @@ def write_results(rows: list[Row], args: argparse.Namespace, argv: list[str], fa
         f"- window {args.window:g} s after all sessions are up + {args.settle:g} s settle; CPU = utime+stime of the "
         "peer's process tree over the window, % of one core; memory = PSS (shared pages split) at the end",
         "",
-        "| peer | transport | sessions held | CPU % (all) | CPU % per camera | PSS MiB | PSS MiB per camera |"
-        " CPU vs best peer, same transport | farm CPU % | processes | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | peer | transport | sessions held | CPU % (all) | CPU % per camera | PSS MiB | PSS MiB per camera |"
+        " CPU vs best peer, same transport and round | farm CPU % | processes | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    ratios: dict[str, list[float]] = {}
     for r in rows:
         cpu, pss = r.per_camera(n)
-        same = best[r.transport]
+        same = best_of(r.transport, r.round)
+        if same and same.cpu and r.peer.startswith("ours"):
+            ratios.setdefault(f"ours over {r.transport} vs {same.peer.split(' ')[0]}", []).append(r.cpu / same.cpu)
         ratio = (
             f"{r.cpu / same.cpu:.2f}x ({same.peer.split(' ')[0]})"
             if same and same.cpu
             else f"- (no {r.transport} peer)"
         )
         lines.append(
-            f"| {r.peer} | {r.transport} | {r.sessions}/{n} | {r.cpu} | {cpu:.3f} | {r.pss_mib} | {pss:.2f} | "
-            f"{ratio} | {r.farm_cpu} | {r.processes} | {r.load} |"
+            f"| {r.round} | {r.peer} | {r.transport} | {r.sessions}/{n} | {r.cpu} | {cpu:.3f} | {r.pss_mib} | "
+            f"{pss:.2f} | {ratio} | {r.farm_cpu} | {r.processes} | {r.load} |"
         )
-    lines += ["", *[f"- {r.peer}: {r.note}" for r in rows if r.note]]
+    lines += ["", "CPU ratio per round (median):", ""]
+    lines += [
+        f"- {what}: {', '.join(f'{x:.2f}x' for x in found)} (median {statistics.median(found):.2f}x)"
+        for what, found in ratios.items()
+    ]
+    lines += ["", *dict.fromkeys(f"- {r.peer}: {r.note}" for r in rows if r.note)]
     if log_tail.strip():
         lines += ["", "Tail of the peers' log:", "", "```", log_tail.strip(), "```"]
     stamp = datetime.now().strftime("%Y-%m-%d-%H%M")

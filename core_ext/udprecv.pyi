@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from core_ext.depacketize import AccessUnit, Depacketizer
+from core_ext.gop import GopCache
 
 BATCH_SIZE: int  # datagrams per recvmmsg(2) call
 SLOT_SIZE: int  # bytes per datagram slot; a larger datagram is counted as oversized and dropped
@@ -11,7 +12,10 @@ DEFAULT_LIMIT: int  # datagrams per drain() unless told
 
 class UdpReceiver:
     owner: Any  # whoever the batch reader hands this receiver's units to
-    def __init__(self, fd: int, depacketizer: Depacketizer, source: str, owner: Any = None) -> None: ...
+    cache: GopCache | None  # takes the units of an unwatched camera itself (they are not returned)
+    def __init__(
+        self, fd: int, depacketizer: Depacketizer, source: str, owner: Any = None, cache: GopCache | None = None
+    ) -> None: ...
     @property
     def fd(self) -> int: ...  # -1 once closed
     @property

@@ -13,7 +13,8 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcmp, memcpy, strerror
 from posix.uio cimport iovec
 
-from core_ext.depacketize cimport Depacketizer
+from core_ext.depacketize cimport AccessUnit, Depacketizer
+from core_ext.gop cimport GopCache, monotonic_c
 from core_ext.sockets cimport (
     AF_INET, AF_INET6, MSG_DONTWAIT, MSG_TRUNC, mmsghdr, msghdr, recvmmsg, sa_family_t, sockaddr_storage, socklen_t,
 )
@@ -64,9 +65,12 @@ DEFAULT_LIMIT = 16 * BATCH
 
 cdef class UdpReceiver:
     """Reads RTP datagrams from `fd` (a non-blocking UDP socket the caller owns and closes after close())
-    and pushes those from `source` (the camera's IP address) into `depacketizer`."""
+    and pushes those from `source` (the camera's IP address) into `depacketizer`. With a `cache` (the camera's
+    hub's GopCache), the units that cache takes on its own (gop.pyx: nobody watches) go there and are not
+    returned, so a steady unwatched camera costs Python nothing per frame."""
 
-    def __cinit__(self, int fd, Depacketizer depacketizer not None, str source, object owner=None):
+    def __cinit__(self, int fd, Depacketizer depacketizer not None, str source, object owner=None,
+                  GopCache cache=None):
         cdef bytes packed = None
         address = source.partition("%")[0]             # an IPv6 zone index is not part of the address
         for family in (_socket.AF_INET, _socket.AF_INET6):
@@ -82,6 +86,8 @@ cdef class UdpReceiver:
         self.fd = fd
         self._depacketizer = depacketizer
         self.owner = owner
+        self.cache = cache
+        self._done = []
 
     @property
     def depacketizer(self):
@@ -93,7 +99,8 @@ cdef class UdpReceiver:
 
     def drain(self, Py_ssize_t limit=DEFAULT_LIMIT):
         """Read until the socket is empty or `limit` datagrams were taken (the rest stays queued for the next
-        call); returns the access units they completed. Raises OSError on a socket error."""
+        call); returns the access units they completed that the cache did not take. Raises OSError on a socket
+        error."""
         cdef list out = []
         self.drain_c(out, limit)
         return out
@@ -128,13 +135,36 @@ cdef class UdpReceiver:
                         break
                     raise OSError(err, strerror(err).decode(errors="replace"))
                 for i in range(got):
-                    self._one(i, out)
+                    self._one(i, self._done)
                 total += got
                 if <unsigned int>got < want:
                     break                              # the queue ran dry: save the call that says EAGAIN
         finally:
             _busy = False
+            if self._done:
+                self._hand_on(out)
         return total
+
+    cdef int _hand_on(self, list out) except -1:
+        """Completed units in order: the cache's own while it takes them, then all the rest to `out` (one that
+        goes to Python makes every later one go there too, or the cache would see them out of order)."""
+        cdef AccessUnit unit
+        cdef Py_ssize_t i, n = len(self._done)
+        cdef double now = monotonic_c()
+        cdef GopCache cache = self.cache
+        i = 0
+        if cache is not None:
+            while i < n:
+                unit = <AccessUnit>self._done[i]
+                if not cache.takes_c(unit):
+                    break
+                cache.add_c(unit, len(unit.data), unit.keyframe, now)
+                i += 1
+        while i < n:
+            out.append(self._done[i])
+            i += 1
+        del self._done[:]
+        return 0
 
     cdef int _one(self, int i, list out) except -1:
         cdef msghdr* hdr = &_msgs[i].msg_hdr

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mediaserver.bridge import START_POLICIES
 from mediaserver.registry import Registry, RegistryError, import_csv, make_camera
+from mediaserver.rtsp.batch_reader import IDLE_READ_MS
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
@@ -128,9 +129,10 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
     p.add_argument(
         "--idle-read-ms",
         type=float,
-        default=100.0,
-        help="read cameras nobody watches in batches every this many ms, so one read carries many packets; "
-        "cameras with viewers are read at once (0: always at once; default %(default)s)",
+        default=IDLE_READ_MS,
+        help="read cameras nobody watches in batches every this many ms, so one read carries many packets; a "
+        "viewer's first picture and live stream are read at once whatever this is; the price of a longer interval "
+        "is socket buffer memory (0: always read at once; default %(default)s)",
     )
     p.add_argument(
         "--metrics-allow",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Protocol
+
+from core_ext.gop import GopCache
 
 
 class Unit(Protocol):
@@ -41,6 +42,19 @@ class Listener(Protocol):
     def hub_closed(self) -> None: ...
     def __len__(self) -> int:
         """How many viewers it serves (a camera with any is read live, not in batches)."""
+        ...
+
+
+class Reader(Protocol):
+    """The ingest session feeding a hub, as far as the hub steers it (rtsp/client.py). A camera nobody watches is
+    read in batches a few times a second; these bring it to the present when someone needs it."""
+
+    def read_now(self) -> None:
+        """Read what the camera sent since the last batch (a GOP is about to be taken)."""
+        ...
+
+    def go_live(self) -> None:
+        """A consumer arrived: read every packet from now on, not at the next batch."""
         ...
 
 
@@ -104,7 +118,7 @@ class Subscription:
         if self.closed:
             return
         self.closed = True
-        self._hub._subscribers.discard(self)
+        self._hub.unsubscribe(self)
         try:
             self._queue.put_nowait(None)
         except asyncio.QueueFull:
@@ -113,80 +127,96 @@ class Subscription:
 
 
 class Hub:
-    """The live state of one camera: codec, parameter sets, the current GOP and the subscribers."""
+    """The live state of one camera: codec, parameter sets, the current GOP and the subscribers.
+
+    The GOP cache and the counters live in C (core_ext/gop.pyx) so that, while the cache is a camera's only
+    consumer, the UDP receiver can add its frames there without entering Python; `_consumers_changed` keeps the
+    cache's `direct` flag saying whether that holds."""
 
     def __init__(self, camera_id: str, codec: str = "h264") -> None:
         self.camera_id = camera_id
         self.codec = codec
-        self._gop: list[Unit] = []
-        self._gop_bytes = 0
+        self.cache = GopCache(MAX_GOP_BYTES, MAX_GOP_UNITS)
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Listener] = []
-        self.units = 0
-        self.keyframes = 0
-        self.bytes = 0
-        self.last_unit_at = 0.0  # monotonic seconds
-        self.last_keyframe_at = 0.0
-        self.on_keyframe: list[Callable[[Unit], None]] = []
+        self.reader: Reader | None = None  # set by the ingest while a session plays
+        self._consumers_changed()
+
+    @property
+    def units(self) -> int:
+        return self.cache.units
+
+    @property
+    def keyframes(self) -> int:
+        return self.cache.keyframes
+
+    @property
+    def bytes(self) -> int:
+        return self.cache.bytes
+
+    @property
+    def last_unit_at(self) -> float:
+        """Monotonic seconds."""
+        return self.cache.last_unit_at
+
+    @property
+    def last_keyframe_at(self) -> float:
+        return self.cache.last_keyframe_at
 
     # --- producer side (ingest) ---
     def publish(self, unit: Unit) -> None:
-        now = time.monotonic()
-        self.units += 1
-        self.bytes += len(unit.data)
-        self.last_unit_at = now
-        self._cache(unit, now)
-        for sub in tuple(self._subscribers):
-            sub._offer(unit)
-        for listener in tuple(self._listeners):
-            listener.offer(unit)
-        if unit.keyframe:
-            for callback in tuple(self.on_keyframe):
-                callback(unit)
-
-    def _cache(self, unit: Unit, now: float) -> None:
-        if unit.keyframe:
-            self.keyframes += 1
-            self.last_keyframe_at = now
-            self._gop = [unit]
-            self._gop_bytes = len(unit.data)
-            return
-        if not self._gop:
-            return  # no keyframe yet: nothing decodable to cache
-        self._gop_bytes += len(unit.data)
-        if self._gop_bytes > MAX_GOP_BYTES or len(self._gop) >= MAX_GOP_UNITS:
-            self._gop, self._gop_bytes = [], 0
-            return
-        self._gop.append(unit)
+        self.cache.add(unit, time.monotonic())
+        if self._subscribers:
+            for sub in tuple(self._subscribers):
+                sub._offer(unit)
+        if self._listeners:
+            for listener in tuple(self._listeners):
+                listener.offer(unit)
 
     def reset(self) -> None:
         """The stream broke (reconnect): cached units can't be continued by what comes next."""
-        self._gop, self._gop_bytes = [], 0
+        self.cache.clear()
         for sub in tuple(self._subscribers):
             sub.wait_for_keyframe()
         for listener in tuple(self._listeners):
             listener.reset()
 
+    def _consumers_changed(self) -> None:
+        direct = not self._subscribers and not self._listeners
+        if self.cache.direct and not direct and self.reader is not None:
+            self.reader.go_live()
+        self.cache.direct = direct
+
     # --- consumer side (egress, bridge) ---
     def gop(self) -> list[Unit]:
-        """The units since the last keyframe (the first one is the keyframe), or [] if none is cached."""
-        return list(self._gop)
+        """The units since the last keyframe (the first one is the keyframe), or [] if none is cached. A camera
+        read in batches is read first, so a viewer's first picture is the present one, whatever the interval."""
+        if self.cache.direct and self.reader is not None:
+            self.reader.read_now()
+        return self.cache.snapshot()
 
     @property
     def gop_bytes(self) -> int:
-        return self._gop_bytes
+        return self.cache.nbytes
 
     def subscribe(self, maxsize: int = 64) -> Subscription:
         sub = Subscription(self, maxsize)
         self._subscribers.add(sub)
+        self._consumers_changed()
         return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        self._consumers_changed()
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+        self._consumers_changed()
 
     def remove_listener(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+        self._consumers_changed()
 
     @property
     def subscriber_count(self) -> int:
@@ -199,4 +229,5 @@ class Hub:
         for listener in tuple(self._listeners):
             listener.hub_closed()
         self._listeners.clear()
-        self._gop, self._gop_bytes = [], 0
+        self._consumers_changed()
+        self.cache.clear()

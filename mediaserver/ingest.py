@@ -95,7 +95,7 @@ class CameraIngest:
     async def _session(self) -> None:
         self.state = State.CONNECTING
         self.attempts += 1
-        client = RtspClient(self.source, self.hub.publish, self.timeouts, self._batch, self._watched)
+        client = RtspClient(self.source, self.hub.publish, self.timeouts, self._batch, self._watched, self.hub.cache)
         self.client = client
         try:
             try:
@@ -103,6 +103,7 @@ class CameraIngest:
             finally:
                 self.warnings.update(client.warnings)
             self.hub.codec = client.codec
+            self.hub.reader = client
             self.connects += 1
             self.state = State.STREAMING
             log.info("%s: streaming %s over %s", self.hub.camera_id, client.codec, self.source.transport)
@@ -117,6 +118,7 @@ class CameraIngest:
             log.exception("%s: internal error; reconnecting", self.hub.camera_id)
         finally:
             self.client = None
+            self.hub.reader = None
             self.hub.reset()
             self.rtp_totals.update(_rtp_counters(client))
             self.reads += client.socket_reads
@@ -145,7 +147,7 @@ class CameraIngest:
             "packets_lost": rtp["lost"],
             "rtp_errors": {k: v for k, v in rtp.items() if k != "lost"},
             "units": self.hub.units,
-            "gop_units": len(self.hub.gop()),
+            "gop_units": len(self.hub.cache),
             "gop_bytes": self.hub.gop_bytes,
             "gop_age_s": round(time.monotonic() - self.hub.last_keyframe_at, 3) if self.hub.gop_bytes else None,
             "viewers": self.hub.subscriber_count,

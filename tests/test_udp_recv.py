@@ -17,6 +17,7 @@ from peers import count_frames
 from test_ingest import decode, ingest_for, wait_for
 
 from core_ext.depacketize import H264Depacketizer
+from core_ext.gop import GopCache
 from core_ext.udprecv import BATCH_SIZE, UdpReceiver
 from mediaserver.hub import Unit
 from mediaserver.ingest import CameraIngest, State
@@ -24,6 +25,7 @@ from mediaserver.registry import make_camera
 from mediaserver.worker import Worker, WorkerSettings
 
 TICKS_25FPS = 90000 // 25
+SPS, PPS = b"\x67\x42\xc0\x1e\xd9\x00\xa0\x47\xfe\xc8", b"\x68\xcb\x83\xcb\x20"
 
 
 def rtp(seq: int, ts: int, payload: bytes, marker: bool = True, pt: int = 96, first: int = 0x80) -> bytes:
@@ -78,6 +80,43 @@ def test_drain_takes_a_batch_per_call_and_stops_at_the_limit(udp_pair: tuple[soc
     receiver.close()
     tx.sendto(rtp(200, 0, b"\x65"), rx.getsockname())
     assert receiver.drain() == [] and receiver.fd == -1 and receiver.reads == 5  # closed: never reads again
+
+
+def test_an_unwatched_cameras_frames_go_to_its_cache_in_order(udp_pair: tuple[socket.socket, socket.socket]) -> None:
+    """With the hub's cache as the only consumer, pictures continuing a cached GOP stay in C, keyframes too when
+    they begin with their parameter sets. The session's first keyframe goes to Python (which vets and publishes it),
+    as does one without parameter sets (which Python drops), and everything after either in the same drain, so the
+    cache never sees pictures out of order. With a consumer, everything goes to Python."""
+    rx, tx = udp_pair
+    cache = GopCache(1 << 20, 100)
+    receiver = UdpReceiver(rx.fileno(), H264Depacketizer(payload_type=96), "127.0.0.1", cache=cache)
+    cache.direct = True
+    seq = itertools.count()
+
+    def send(*kinds: int) -> None:
+        for kind in kinds:
+            n = next(seq)
+            tx.sendto(rtp(n, n * TICKS_25FPS, bytes([kind]) + bytes(100)), rx.getsockname())
+
+    send(0x41, 0x41)
+    assert [u.keyframe for u in receiver.drain()] == [False, False]  # no GOP cached yet: nothing to continue
+    send(0x65, 0x41, 0x41)
+    units = receiver.drain()
+    assert [u.keyframe for u in units] == [True, False, False] and len(cache) == 0
+    for unit in units:  # what Hub.publish does with them
+        cache.add(unit, 0.0)
+    send(0x41, 0x41, 0x41)
+    assert receiver.drain() == [] and len(cache) == 6 and cache.units == 6
+    assert [u.pts // TICKS_25FPS for u in cache.snapshot()] == [2, 3, 4, 5, 6, 7]
+    assert cache.last_unit_at > 0 and cache.bytes == 6 * 105  # start code + NAL
+    send(0x65, 0x41)  # no parameter sets known (none in an SDP, none in-band): Python's to drop
+    assert [u.keyframe for u in receiver.drain()] == [True, False] and len(cache) == 6
+    receiver.depacketizer.set_parameter_sets([SPS, PPS])  # now the depacketiser puts them before each IDR
+    send(0x41, 0x65, 0x41)
+    assert receiver.drain() == [] and len(cache) == 2 and cache.keyframes == 2 and cache.units == 9
+    cache.direct = False  # a viewer came
+    send(0x41)
+    assert len(receiver.drain()) == 1 and len(cache) == 2
 
 
 def test_source_filter_ipv6() -> None:
@@ -234,6 +273,45 @@ async def test_idle_camera_is_read_by_the_batch_timer_watched_one_at_once(h264_c
     assert live_reads >= 24, live_reads  # at least a wake-up per picture
     assert all(22 <= fps <= 28 for fps in (idle_fps, live_fps, again_fps)), (idle_fps, live_fps, again_fps)
     assert ingest.errors == {} and ingest.rtp_counters() == {} and ingest.connects == 1
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_batched_camera_is_brought_to_the_present_for_a_viewer(transport: str, h264_camera: str) -> None:
+    """Read only every 2 s while nobody watches, a camera still gives a viewer the present: taking its GOP reads it
+    first, and a subscriber gets pictures at once, not at the next batch. Over UDP only keyframes cross into Python
+    meanwhile (the receiver caches the rest itself), yet the hub counts and caches every picture."""
+    worker = Worker(WorkerSettings(transport=transport, idle_read_interval=2.0))
+    worker.add_camera(make_camera("cam", "cam", "", 37.5, 127.0, h264_camera))
+    hub = worker.hubs["cam"]
+    published: list[Unit] = []
+    publish = hub.publish
+
+    def counting(unit: Unit) -> None:
+        published.append(unit)
+        publish(unit)
+
+    hub.publish = counting  # type: ignore[method-assign]  # before the session starts: it binds hub.publish
+    ingest = worker.ingests["cam"]
+    try:
+        await wait_for(lambda: ingest.state == State.STREAMING and hub.units > 0, 10)
+        await wait_for(lambda: worker.batch is not None and len(worker.batch) == 1, 5)
+        await asyncio.sleep(2.5)  # batched for a while: over UDP, how many pictures crossed into Python?
+        crossed, counted = len(published), hub.units
+        await asyncio.sleep(0.3)
+        before = hub.units
+        gop = hub.gop()
+        fresh = hub.units - before
+        subscription = hub.subscribe()
+        live = len(worker.batch or ())
+        await asyncio.sleep(0.3)
+        arrived = len(subscription.drain())
+        subscription.close()
+    finally:
+        await worker.stop()
+    assert fresh >= 5 and gop, fresh  # the 0.3 s of pictures since the last batch, read for the GOP
+    assert live == 0 and arrived >= 5, (live, arrived)  # went live at once: 0.3 s of pictures, not 0 until 2 s
+    if transport == "udp":
+        assert counted >= 40 and crossed <= 10, (crossed, counted)  # the first keyframe's drain; then none
 
 
 async def test_idle_cameras_keep_bad_datagrams_and_a_failed_socket_to_themselves(

@@ -1,6 +1,7 @@
 """Batched reads for cameras nobody watches: one timer per worker instead of one wake-up per packet.
 
-A camera with no viewer only fills its GOP cache, so nothing is lost by reading it a few times a second.
+A camera with no viewer only fills its GOP cache, so nothing is lost by reading it a few times a second: when a
+viewer comes, the hub has it read at once (`read_now` before its GOP is taken, `go_live` when it subscribes).
 Its transport is paused (taken off epoll once, not per read) and a `BatchReader` reads its socket directly
 every `interval` seconds until the socket is empty, so one read carries many packets; the cameras are
 spread over `SLICES` ticks per interval, so the work comes in small even slices, not one burst. A camera
@@ -13,8 +14,7 @@ the saved reads did (measured: no CPU gain). Here a steady idle camera costs one
 RTP over UDP takes part as a `DatagramClient`: a plain read would take one datagram and lose its source
 address, so each tick drains every UDP camera of its slice in one call into C (core_ext/udprecv.pyx: one
 recvmmsg(2) per camera, datagrams straight into its depacketiser), and Python is entered only for the cameras
-that completed an access unit. Such a camera is asked `watched()` after its units are handed on; one that
-completed nothing this tick is asked at a later tick (it has nothing a viewer could miss meanwhile).
+whose units its hub's GOP cache did not take in C (core_ext/gop.pyx: a steady unwatched camera never enters Python).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 SLICES = 8
 MAX_READ = 256 * 1024
+# The server's default interval. A viewer never waits for it (Hub.gop() reads a batched camera first and a new
+# consumer takes it live at once), so it trades only CPU (a visit per camera per interval) against socket buffer
+# memory (bitrate x interval per camera: ~11 KB at 0.45 Mbit/s; rtsp/client.py warns if UDP buffers are capped).
+IDLE_READ_MS = 200.0
 
 
 class BatchClient(Protocol):
@@ -95,6 +99,18 @@ class BatchReader:
     def discard_datagram(self, client: DatagramClient) -> None:
         for members in self._datagram_slices:
             members.discard(client.receiver)
+
+    def read_now(self, client: BatchClient) -> None:
+        """Read a stream client's socket at once (a viewer is about to take its GOP), not at its next tick."""
+        for members in self._slices:
+            if client in members:
+                try:
+                    self._serve(members, client)
+                except Exception as exc:
+                    log.exception("batched read failed")
+                    members.discard(client)
+                    client.batch_error(exc)
+                return
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._slices) + sum(len(s) for s in self._datagram_slices)

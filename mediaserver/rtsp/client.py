@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer
+from core_ext.gop import GopCache
 from core_ext.udprecv import UdpReceiver
 from mediaserver.rtsp.auth import Authenticator
 from mediaserver.rtsp.batch_reader import BatchReader
@@ -82,7 +83,8 @@ def _nal_type(codec: str, data: bytes, start: int) -> tuple[int, int]:
 class RtspClient(asyncio.Protocol):
     """With a `batch` reader, a TCP session that plays while `watched()` is false leaves the event loop's
     reads and is read by the batch reader a few times a second (batch_reader.py); it returns to reading
-    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (_UdpRtp)."""
+    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (_UdpRtp), and with the hub's
+    `cache` its receiver adds an unwatched camera's non-key frames there itself (core_ext/gop.pyx)."""
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class RtspClient(asyncio.Protocol):
         timeouts: Timeouts,
         batch: BatchReader | None = None,
         watched: Callable[[], bool] | None = None,
+        cache: GopCache | None = None,
     ) -> None:
         self.source = source
         self.timeouts = timeouts
@@ -119,6 +122,7 @@ class RtspClient(asyncio.Protocol):
         self.reads = 0  # data_received calls (RTP over UDP: see socket_reads)
         self._batch = batch
         self._watched = watched or (lambda: True)
+        self._cache = cache  # the hub's: over UDP, unwatched frames go there from C (not via on_unit)
         self._batched = False
         self._fileno = -1
         self._playing = False
@@ -178,6 +182,20 @@ class RtspClient(asyncio.Protocol):
         self._batched = False
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+
+    # --- hub.Reader: bring a batched camera to the present ---
+    def read_now(self) -> None:
+        if self._rtp is not None:
+            self._rtp.read_now()
+        elif self._batched and self._batch is not None:
+            self._batch.read_now(self)
+
+    def go_live(self) -> None:
+        if self._rtp is not None:
+            self._rtp.go_live()
+        elif self._batched and self._batch is not None:
+            self._batch.discard(self)
+            self.leave_batch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RtspError("connection_lost", f"camera closed the connection ({exc or 'EOF'})"))
@@ -341,8 +359,8 @@ class RtspClient(asyncio.Protocol):
                 rtp.close()
                 continue
             rtp.setblocking(False)
-            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-            receiver = UdpReceiver(rtp.fileno(), self.depacketizer, camera_ip)
+            _set_rcvbuf(rtp)
+            receiver = UdpReceiver(rtp.fileno(), self.depacketizer, camera_ip, cache=self._cache)
             self._rtp = _UdpRtp(rtp, receiver, self, self._batch)
             self._rtp.start()
             self._udp = [rtcp]
@@ -384,8 +402,15 @@ class RtspClient(asyncio.Protocol):
         finally:
             self._keepalive = None
 
+    @property
+    def media_at(self) -> float:
+        """When media last arrived (monotonic): a unit through on_unit, or one the receiver cached itself."""
+        if self._cache is not None and self._rtp is not None:
+            return max(self.last_media_at, self._cache.last_unit_at)
+        return self.last_media_at
+
     def _check_media(self, now: float) -> None:
-        if now - self.last_media_at > self.timeouts.stall and not self._media_waiting():
+        if now - self.media_at > self.timeouts.stall and not self._media_waiting():
             raise RtspError("stalled", f"no media for {self.timeouts.stall:g} s")
         if not self.have_keyframe and now - self.started_at > self.timeouts.first_keyframe:
             raise RtspError(
@@ -473,6 +498,22 @@ class _UdpRtp:
         for unit in self.receiver.drain():
             self._on_unit(unit)
 
+    def read_now(self) -> None:
+        if not self._batched:
+            return  # read by the event loop as packets come
+        try:
+            self._drain()
+        except Exception as exc:  # off the batch, then this camera reconnects
+            if self._batch is not None:
+                self._batch.discard_datagram(self)
+            self._batched = False
+            self._owner._udp_failed(exc)
+
+    def go_live(self) -> None:
+        if self._batched and self._batch is not None:
+            self._batch.discard_datagram(self)
+            self.leave_batch()
+
     def _stop_reading(self) -> None:
         if self._reading:
             self._loop.remove_reader(self._fd)
@@ -543,6 +584,23 @@ class Watchdog:
             except Exception:  # one session's bug must not stop the others' checks
                 log.exception("watchdog check of %s failed", client.source.url.split("@")[-1])
         self._handle = self._loop.call_later(self.INTERVAL, self._tick) if self._clients else None
+
+
+_capped_warned = False
+
+
+def _set_rcvbuf(sock: socket.socket) -> None:
+    global _capped_warned
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # doubled by the kernel for its bookkeeping
+    if got < 2 * UDP_RCVBUF and not _capped_warned:
+        _capped_warned = True
+        log.warning(
+            "UDP receive buffers are capped at %d KiB (net.core.rmem_max): a high-bitrate camera read in batches "
+            "may lose packets between reads; raise net.core.rmem_max to %d or lower --idle-read-ms",
+            got // 1024,
+            UDP_RCVBUF,
+        )
 
 
 def _host_port(url: str) -> tuple[str, int]:

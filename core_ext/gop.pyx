@@ -1,0 +1,104 @@
+"""A hub's GOP cache and counters in C: the units since the last keyframe, bounded in bytes and units.
+
+Most cameras are watched by nobody most of the time; for them the cache is the only consumer of every unit.
+While that holds (`direct`, kept by the hub) the UDP receiver adds a camera's units here straight from its drain,
+so such a camera costs no Python per frame: only a session's first keyframe (which marks it as having a picture)
+and the units of a camera someone watches go through `Hub.publish`.
+"""
+
+from libc.time cimport timespec
+
+from core_ext.depacketize cimport AccessUnit
+
+
+cdef extern from "<time.h>" nogil:
+    int clock_gettime(int clk_id, timespec* tp)
+    int CLOCK_MONOTONIC
+
+
+cdef double monotonic_c() noexcept nogil:
+    """What time.monotonic() returns (CPython reads the same clock)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef bint _starts_with_parameter_sets(bytes data, bint h265) noexcept:
+    """The first NAL unit (after an access unit delimiter) is a parameter set: SPS for H.264; VPS or SPS for H.265.
+    The C twin of rtsp/client.py `starts_with_parameter_sets`."""
+    cdef int kind = _nal_type(data, 0, h265)
+    if kind == (35 if h265 else 9):
+        kind = _nal_type(data, _after_start_code(data, 0) + 1, h265)
+    return (kind == 32 or kind == 33) if h265 else kind == 7
+
+
+cdef Py_ssize_t _after_start_code(bytes data, Py_ssize_t start) noexcept:
+    """The offset of the NAL header byte after the first 00 00 01 at or after `start`; -1 if none."""
+    cdef const unsigned char* p = data
+    cdef Py_ssize_t i, n = len(data)
+    for i in range(start, n - 3):
+        if p[i] == 0 and p[i + 1] == 0 and p[i + 2] == 1:
+            return i + 3
+    return -1
+
+
+cdef int _nal_type(bytes data, Py_ssize_t start, bint h265) noexcept:
+    cdef Py_ssize_t at = _after_start_code(data, start) if start >= 0 else -1
+    if at < 0:
+        return -1
+    cdef unsigned char header = (<const unsigned char*>data)[at]
+    return (header >> 1) & 0x3F if h265 else header & 0x1F
+
+
+cdef class GopCache:
+    def __cinit__(self, Py_ssize_t max_bytes, Py_ssize_t max_units):
+        self._units = []
+        self.max_bytes = max_bytes
+        self.max_units = max_units
+
+    def add(self, unit, double now):
+        """Count a published unit and cache it: a keyframe starts a new GOP; a unit before any keyframe is not
+        decodable and is not kept; a GOP past the bounds is cut until the next keyframe."""
+        data = unit.data
+        self.add_c(unit, len(data), bool(unit.keyframe), now)
+
+    cdef int add_c(self, object unit, Py_ssize_t size, bint keyframe, double now) except -1:
+        self.units += 1
+        self.bytes += size
+        self.last_unit_at = now
+        if keyframe:
+            self.keyframes += 1
+            self.last_keyframe_at = now
+            self._units = [unit]
+            self.nbytes = size
+            return 0
+        if not self._units:
+            return 0
+        self.nbytes += size
+        if self.nbytes > self.max_bytes or len(self._units) >= self.max_units:
+            self._units = []
+            self.nbytes = 0
+            return 0
+        self._units.append(unit)
+        return 0
+
+    cdef bint takes_c(self, AccessUnit unit) noexcept:
+        """Whether the receiver may add `unit` here itself: nobody else consumes the camera, a GOP is cached (so
+        this session's first keyframe went through Python, which vetted it and marked the session as having a
+        picture) and, for a keyframe, it begins with its parameter sets as the session requires (else Python
+        drops it, as it always has)."""
+        if not self.direct or len(self._units) == 0:
+            return False
+        return not unit.keyframe or _starts_with_parameter_sets(unit.data, unit.codec == "h265")
+
+    def snapshot(self):
+        """A copy of the cached units (the first one is the keyframe), or [] if none is cached."""
+        return list(self._units)
+
+    def __len__(self):
+        return len(self._units)
+
+    def clear(self):
+        """Forget the GOP (the stream broke); the counters stay."""
+        self._units = []
+        self.nbytes = 0
