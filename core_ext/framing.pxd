@@ -1,10 +1,13 @@
 # C-level interface of the RTSP-over-TCP demuxer (RFC 2326 §10.12 interleaved frames).
 from libc.stdint cimport uint8_t, uint64_t
 
+from core_ext.gop cimport GopCache
+
 
 cdef class InterleavedDemuxer:
     cdef bytearray _buf                 # unconsumed bytes carried over to the next feed()
     cdef list _chan                     # 256 slots: Depacketizer or None
+    cdef public GopCache cache          # the camera's hub cache: takes units while nobody watches (gop.pyx)
     cdef readonly Py_ssize_t max_message
     cdef readonly uint64_t frames
     cdef readonly uint64_t messages

@@ -1,10 +1,12 @@
 """Type stubs for core_ext.framing (Cython)."""
 
 from core_ext.depacketize import AccessUnit, Depacketizer
+from core_ext.gop import GopCache
 
 class FramingError(ValueError): ...
 
 class InterleavedDemuxer:
+    cache: GopCache | None  # takes the units of an unwatched camera itself (feed() does not return them)
     def __init__(self, max_message: int = 64 * 1024) -> None: ...
     @property
     def max_message(self) -> int: ...

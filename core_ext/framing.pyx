@@ -40,21 +40,26 @@ cdef class InterleavedDemuxer:
         return len(self._buf)
 
     def feed(self, data):
+        """Messages and access units completed by `data`, in stream order; with a `cache`, without the units it
+        took (gop.pyx)."""
         cdef list out = []
+        cdef list handed
         cdef Py_ssize_t used
-        cdef const uint8_t[::1] view
         if not self._buf and type(data) is bytes:
             # Common case: parse the caller's bytes in place, keep only the incomplete tail.
             used = self._parse(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
             if used < PyBytes_GET_SIZE(data):
                 self._buf += (<bytes>data)[used:]
-            self.consumed += used
-            return out
-        self._buf += data
-        used = self._parse(<const uint8_t*>PyByteArray_AS_STRING(self._buf), len(self._buf), out)
-        del self._buf[:used]                           # O(1) amortised: bytearray moves its start
+        else:
+            self._buf += data
+            used = self._parse(<const uint8_t*>PyByteArray_AS_STRING(self._buf), len(self._buf), out)
+            del self._buf[:used]                       # O(1) amortised: bytearray moves its start
         self.consumed += used
-        return out
+        if self.cache is None or not out:
+            return out
+        handed = []
+        self.cache.take_c(out, handed)
+        return handed
 
     cdef Py_ssize_t _parse(self, const uint8_t* p, Py_ssize_t n, list out) except -1:
         """Consume every complete frame/message in p[:n]; return how many bytes were used."""

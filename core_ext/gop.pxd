@@ -1,4 +1,4 @@
-# C-level interface of a hub's GOP cache (udprecv.pyx adds units of an unwatched camera without Python).
+# C-level interface of a hub's GOP cache (udprecv.pyx and framing.pyx add an unwatched camera's units in C).
 from libc.stdint cimport uint64_t
 
 from core_ext.depacketize cimport AccessUnit
@@ -21,3 +21,4 @@ cdef class GopCache:
 
     cdef int add_c(self, object unit, Py_ssize_t size, bint keyframe, double now) except -1
     cdef bint takes_c(self, AccessUnit unit) noexcept
+    cdef int take_c(self, list items, list out) except -1

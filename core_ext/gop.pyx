@@ -1,8 +1,8 @@
 """A hub's GOP cache and counters in C: the units since the last keyframe, bounded in bytes and units.
 
 Most cameras are watched by nobody most of the time; for them the cache is the only consumer of every unit.
-While that holds (`direct`, kept by the hub) the UDP receiver adds a camera's units here straight from its drain,
-so such a camera costs no Python per frame: only a session's first keyframe (which marks it as having a picture)
+While that holds (`direct`, kept by the hub) the UDP receiver and the TCP demuxer add a camera's units here
+straight from what they parsed, so such a camera costs no Python per frame: only a session's first keyframe (which marks it as having a picture)
 and the units of a camera someone watches go through `Hub.publish`.
 """
 
@@ -90,6 +90,23 @@ cdef class GopCache:
         if not self.direct or len(self._units) == 0:
             return False
         return not unit.keyframe or _starts_with_parameter_sets(unit.data, unit.codec == "h265")
+
+    cdef int take_c(self, list items, list out) except -1:
+        """Add the units of `items` (a drain's or a read's output, in stream order) that this cache takes, and put
+        the rest in `out`. Once a unit goes to Python, every later one does too, or the cache would see units out of
+        order; anything that is not an AccessUnit (an RTSP message) always goes to Python."""
+        cdef double now = monotonic_c()
+        cdef bint diverted = False
+        cdef AccessUnit unit
+        for item in items:
+            if type(item) is AccessUnit:
+                unit = <AccessUnit>item
+                if not diverted and self.takes_c(unit):
+                    self.add_c(unit, len(unit.data), unit.keyframe, now)
+                    continue
+                diverted = True
+            out.append(item)
+        return 0
 
     def snapshot(self):
         """A copy of the cached units (the first one is the keyframe), or [] if none is cached."""

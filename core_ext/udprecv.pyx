@@ -13,8 +13,8 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcmp, memcpy, strerror
 from posix.uio cimport iovec
 
-from core_ext.depacketize cimport AccessUnit, Depacketizer
-from core_ext.gop cimport GopCache, monotonic_c
+from core_ext.depacketize cimport Depacketizer
+from core_ext.gop cimport GopCache
 from core_ext.sockets cimport (
     AF_INET, AF_INET6, MSG_DONTWAIT, MSG_TRUNC, mmsghdr, msghdr, recvmmsg, sa_family_t, sockaddr_storage, socklen_t,
 )
@@ -146,23 +146,11 @@ cdef class UdpReceiver:
         return total
 
     cdef int _hand_on(self, list out) except -1:
-        """Completed units in order: the cache's own while it takes them, then all the rest to `out` (one that
-        goes to Python makes every later one go there too, or the cache would see them out of order)."""
-        cdef AccessUnit unit
-        cdef Py_ssize_t i, n = len(self._done)
-        cdef double now = monotonic_c()
-        cdef GopCache cache = self.cache
-        i = 0
-        if cache is not None:
-            while i < n:
-                unit = <AccessUnit>self._done[i]
-                if not cache.takes_c(unit):
-                    break
-                cache.add_c(unit, len(unit.data), unit.keyframe, now)
-                i += 1
-        while i < n:
-            out.append(self._done[i])
-            i += 1
+        """Completed units to the cache (those it takes) or to `out`, in order."""
+        if self.cache is not None:
+            self.cache.take_c(self._done, out)
+        else:
+            out.extend(self._done)
         del self._done[:]
         return 0
 

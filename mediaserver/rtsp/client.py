@@ -83,8 +83,8 @@ def _nal_type(codec: str, data: bytes, start: int) -> tuple[int, int]:
 class RtspClient(asyncio.Protocol):
     """With a `batch` reader, a TCP session that plays while `watched()` is false leaves the event loop's
     reads and is read by the batch reader a few times a second (batch_reader.py); it returns to reading
-    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (_UdpRtp), and with the hub's
-    `cache` its receiver adds an unwatched camera's non-key frames there itself (core_ext/gop.pyx)."""
+    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (_UdpRtp). With the hub's
+    `cache`, the demuxer or the UDP receiver adds an unwatched camera's frames there itself (core_ext/gop.pyx)."""
 
     def __init__(
         self,
@@ -122,7 +122,8 @@ class RtspClient(asyncio.Protocol):
         self.reads = 0  # data_received calls (RTP over UDP: see socket_reads)
         self._batch = batch
         self._watched = watched or (lambda: True)
-        self._cache = cache  # the hub's: over UDP, unwatched frames go there from C (not via on_unit)
+        self._cache = cache  # the hub's: unwatched frames go there from C (not via on_unit)
+        self._demuxer.cache = cache
         self._batched = False
         self._fileno = -1
         self._playing = False
@@ -405,7 +406,7 @@ class RtspClient(asyncio.Protocol):
     @property
     def media_at(self) -> float:
         """When media last arrived (monotonic): a unit through on_unit, or one the receiver cached itself."""
-        if self._cache is not None and self._rtp is not None:
+        if self._cache is not None:
             return max(self.last_media_at, self._cache.last_unit_at)
         return self.last_media_at
 

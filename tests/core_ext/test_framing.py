@@ -9,6 +9,7 @@ from rtp_synth import IDR, PPS, SLICE, SPS, Stream, annexb, frame, fu_a, stap_a
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer
+from core_ext.gop import GopCache
 
 PLAY_OK = b"RTSP/1.0 200 OK\r\nCSeq: 4\r\nSession: 1234\r\n\r\n"
 SDP_BODY = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n"
@@ -53,6 +54,31 @@ def test_messages_and_units_in_stream_order() -> None:
     ]
     assert (m.rtcp_frames, m.unknown_channel_frames, m.messages, m.buffered) == (1, 0, 3, 0)
     assert m.consumed == len(sample_stream())
+
+
+def test_an_unwatched_cameras_units_go_to_its_cache_messages_never() -> None:
+    """With the hub's cache as the only consumer, units continuing a cached GOP (keyframes with their parameter
+    sets too) stay in C; RTSP messages always reach Python; and the session's first keyframe goes to Python, with
+    every unit after it in the same read, so the cache sees units in order."""
+    m, _ = demuxer()
+    cache = GopCache(1 << 20, 100)
+    cache.direct = True
+    m.cache = cache
+    s = Stream()
+
+    def units(*aus: tuple[int, list[bytes]]) -> bytes:
+        return b"".join(frame(0, p) for ts, nals in aus for p in s.au(ts, nals))
+
+    key = [stap_a(SPS, PPS), *fu_a(IDR * 30, 200)]
+    out = m.feed(PLAY_OK + units((0, key), (3600, [SLICE])))
+    assert describe(out) == [PLAY_OK, (0, True, annexb(SPS, PPS, IDR * 30)), (3600, False, annexb(SLICE))]
+    for item in out[1:]:  # what Hub.publish does with them
+        cache.add(item, 0.0)
+    out = m.feed(units((7200, [SLICE])) + SERVER_PING + units((10800, key), (14400, [SLICE])))
+    assert out == [SERVER_PING]
+    assert [u.pts for u in cache.snapshot()] == [10800, 14400] and (cache.units, cache.keyframes) == (5, 2)
+    cache.direct = False  # a viewer came
+    assert describe(m.feed(units((18000, [SLICE])))) == [(18000, False, annexb(SLICE))] and len(cache) == 2
 
 
 @pytest.mark.parametrize("seed", range(20))
