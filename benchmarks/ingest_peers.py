@@ -177,7 +177,7 @@ def run_ours(farm: RunningFarm, csv_path: Path, workdir: Path, args: argparse.Na
     if transport == "udp":
         row.note = (
             "RTP over UDP read with recvmmsg(2) (core_ext/udprecv.pyx); nobody watches, so every camera is drained "
-            f"by the batch reader once per --idle-read-ms ({idle_read_ms(args)} ms here) and its frames go to its GOP "
+            f"by the batch reader once per --idle-read-ms ({idle_read_ms(args)} here) and its frames go to its GOP "
             "cache without entering Python (core_ext/gop.pyx)"
         )
     return row
@@ -185,7 +185,9 @@ def run_ours(farm: RunningFarm, csv_path: Path, workdir: Path, args: argparse.Na
 
 def idle_read_ms(args: argparse.Namespace) -> str:
     given = shlex.split(args.server_args)
-    return given[given.index("--idle-read-ms") + 1] if "--idle-read-ms" in given else f"{IDLE_READ_MS:g}, the default"
+    if "--idle-read-ms" in given:
+        return f"{given[given.index('--idle-read-ms') + 1]} ms"
+    return f"{IDLE_READ_MS:g} ms, the default"
 
 
 def run_ffmpeg(farm: RunningFarm, workdir: Path, args: argparse.Namespace) -> Row:
