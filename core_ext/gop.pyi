@@ -2,13 +2,15 @@
 
 from typing import Any
 
+def starts_with_parameter_sets(codec: str, data: bytes) -> bool: ...
+
 class GopCache:
     units: int  # published, cached or not
     keyframes: int
     bytes: int
     last_unit_at: float  # monotonic seconds
     last_keyframe_at: float
-    direct: bool  # the cache is the only consumer: the UDP receiver may add non-key units itself
+    direct: bool  # the cache is the only consumer: the UDP receiver and the TCP demuxer may add units themselves
     def __init__(self, max_bytes: int, max_units: int) -> None: ...
     @property
     def nbytes(self) -> int: ...  # bytes cached

@@ -2,8 +2,8 @@
 
 Most cameras are watched by nobody most of the time; for them the cache is the only consumer of every unit.
 While that holds (`direct`, kept by the hub) the UDP receiver and the TCP demuxer add a camera's units here
-straight from what they parsed, so such a camera costs no Python per frame: only a session's first keyframe (which marks it as having a picture)
-and the units of a camera someone watches go through `Hub.publish`.
+straight from what they parsed, so such a camera costs no Python per frame: only a session's first keyframe
+(which marks it as having a picture) and the units of a camera someone watches go through `Hub.publish`.
 """
 
 from libc.time cimport timespec
@@ -23,9 +23,14 @@ cdef double monotonic_c() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
+def starts_with_parameter_sets(str codec, bytes data):
+    """Whether an access unit begins (after an access unit delimiter, if any) with a parameter set: SPS for H.264;
+    VPS or SPS for H.265. Keyframes from core_ext do whenever the SDP or the stream gave them; the session and
+    `GopCache.takes_c` both require it of a keyframe."""
+    return _starts_with_parameter_sets(data, codec == "h265")
+
+
 cdef bint _starts_with_parameter_sets(bytes data, bint h265) noexcept:
-    """The first NAL unit (after an access unit delimiter) is a parameter set: SPS for H.264; VPS or SPS for H.265.
-    The C twin of rtsp/client.py `starts_with_parameter_sets`."""
     cdef int kind = _nal_type(data, 0, h265)
     if kind == (35 if h265 else 9):
         kind = _nal_type(data, _after_start_code(data, 0) + 1, h265)

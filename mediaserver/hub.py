@@ -130,8 +130,8 @@ class Hub:
     """The live state of one camera: codec, parameter sets, the current GOP and the subscribers.
 
     The GOP cache and the counters live in C (core_ext/gop.pyx) so that, while the cache is a camera's only
-    consumer, the UDP receiver can add its frames there without entering Python; `_consumers_changed` keeps the
-    cache's `direct` flag saying whether that holds."""
+    consumer, the UDP receiver or the TCP demuxer can add its frames there without entering Python;
+    `_consumers_changed` keeps the cache's `direct` flag saying whether that holds."""
 
     def __init__(self, camera_id: str, codec: str = "h264") -> None:
         self.camera_id = camera_id

@@ -104,12 +104,7 @@ class BatchReader:
         """Read a stream client's socket at once (a viewer is about to take its GOP), not at its next tick."""
         for members in self._slices:
             if client in members:
-                try:
-                    self._serve(members, client)
-                except Exception as exc:
-                    log.exception("batched read failed")
-                    members.discard(client)
-                    client.batch_error(exc)
+                self._serve_guarded(members, client)
                 return
 
     def __len__(self) -> int:
@@ -129,12 +124,7 @@ class BatchReader:
             self._next = (self._next + 1) % SLICES
             for client in tuple(members):
                 if client in members:  # an earlier client's callback may have dropped it
-                    try:
-                        self._serve(members, client)
-                    except Exception as exc:  # one camera's bug costs it a reconnect, never the others' reads
-                        log.exception("batched read failed")
-                        members.discard(client)
-                        client.batch_error(exc)
+                    self._serve_guarded(members, client)
             if datagram_members:
                 self._serve_datagrams(datagram_members)
 
@@ -155,6 +145,14 @@ class BatchReader:
                     log.exception("batched datagram read failed")
                 members.discard(receiver)
                 client.batch_error(exc)
+
+    def _serve_guarded(self, members: set[BatchClient], client: BatchClient) -> None:
+        try:
+            self._serve(members, client)
+        except Exception as exc:  # one camera's bug costs it a reconnect, never the others' reads
+            log.exception("batched read failed")
+            members.discard(client)
+            client.batch_error(exc)
 
     def _serve(self, members: set[BatchClient], client: BatchClient) -> None:
         if client.watched():

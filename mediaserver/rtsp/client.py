@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer
-from core_ext.gop import GopCache
+from core_ext.gop import GopCache, starts_with_parameter_sets
 from core_ext.udprecv import UdpReceiver
 from mediaserver.rtsp.auth import Authenticator
 from mediaserver.rtsp.batch_reader import BatchReader
@@ -37,8 +37,6 @@ from mediaserver.rtsp.sdp import MediaDescription, control_url, parse_sdp
 log = logging.getLogger("goldentime.rtsp")
 
 Depacketizer = H264Depacketizer | H265Depacketizer
-PARAMETER_SET_TYPES = {"h264": (7,), "h265": (32, 33)}
-AUD_TYPES = {"h264": 9, "h265": 35}
 # Asked of the kernel for an RTP socket (it doubles it; net.core.rmem_max caps it): room for a batched read's
 # interval of a high-bitrate camera plus its keyframe burst, which the 208 KiB default does not always have.
 UDP_RCVBUF = 1024 * 1024
@@ -60,24 +58,6 @@ class Timeouts:
     response: float = 5.0
     stall: float = 5.0  # no media for this long: the camera is gone
     first_keyframe: float = 10.0  # PLAY answered but no decodable keyframe yet
-
-
-def starts_with_parameter_sets(codec: str, data: bytes) -> bool:
-    """Keyframes from core_ext begin with their parameter sets (after an access unit delimiter, if any)
-    whenever the SDP or the stream gave them."""
-    nal_type, offset = _nal_type(codec, data, 0)
-    if nal_type == AUD_TYPES[codec]:
-        nal_type, _ = _nal_type(codec, data, offset + 1)
-    return nal_type in PARAMETER_SET_TYPES[codec]
-
-
-def _nal_type(codec: str, data: bytes, start: int) -> tuple[int, int]:
-    """(type, header offset) of the NAL unit whose start code begins at or after `start`; -1 if none."""
-    found = data.find(b"\x00\x00\x01", start)
-    if found < 0 or found + 3 >= len(data):
-        return -1, len(data)
-    header = data[found + 3]
-    return (header & 0x1F if codec == "h264" else (header >> 1) & 0x3F), found + 3
 
 
 class RtspClient(asyncio.Protocol):
@@ -507,8 +487,7 @@ class _UdpRtp:
         except Exception as exc:  # off the batch, then this camera reconnects
             if self._batch is not None:
                 self._batch.discard_datagram(self)
-            self._batched = False
-            self._owner._udp_failed(exc)
+            self.batch_error(exc)
 
     def go_live(self) -> None:
         if self._batched and self._batch is not None:
