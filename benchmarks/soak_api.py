@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 from camfarm_measure import prometheus
-from viewers import DecodingViewer
+from helpers.viewers import DecodingViewer
 
 PER_SCRAPE = 100  # the server names at most this many cameras per /metrics request
 STREAMING = re.compile(r'^goldentime_camera_streaming\{camera="([^"]+)"\} 1$', re.MULTILINE)

@@ -24,14 +24,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mediaserver.cluster.remote_worker import RemoteWorkerClient, _Known
+from mediaserver.cluster.worker_rpc import StateFeed
 from mediaserver.hub import Hub
 from mediaserver.ingest import CameraIngest, State
 from mediaserver.registry import Registry, make_camera
 from mediaserver.rtsp.client import Source
 from mediaserver.rtsp.reconnect import RateLimiter
 from mediaserver.worker import Worker
-from mediaserver.worker_rpc import StateFeed
-from signaling.remote_worker import RemoteWorkerClient, _Known
 
 
 class Unit:

@@ -27,15 +27,15 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from access_helpers import FAST, agency, incident_around  # noqa: E402
-from feed import feed, make_clip, read_units  # noqa: E402
+from helpers.access import FAST, agency, incident_around  # noqa: E402
+from helpers.feed import feed, make_clip, read_units  # noqa: E402
 
+from mediaserver.cluster.worker_client import LocalWorkerClient  # noqa: E402
 from mediaserver.egress import Egress, use_ice_hosts  # noqa: E402
 from mediaserver.hub import Hub  # noqa: E402
 from signaling.access import ACCESS, Access  # noqa: E402
 from signaling.app import create_app  # noqa: E402
 from signaling.scope import CameraIndex  # noqa: E402
-from signaling.worker_client import LocalWorkerClient  # noqa: E402
 
 SEOUL_BOX = (37.43, 37.70, 126.76, 127.18)  # lat min/max, lon min/max
 

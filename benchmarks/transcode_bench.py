@@ -42,7 +42,7 @@ import av
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from feed import Unit, feed, read_units  # noqa: E402
+from helpers.feed import Unit, feed, read_units  # noqa: E402
 
 from mediaserver.bridge import Transcoder  # noqa: E402
 from mediaserver.egress import Egress  # noqa: E402

@@ -60,7 +60,7 @@ import av
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from feed import Unit, feed, read_units  # noqa: E402
+from helpers.feed import Unit, feed, read_units  # noqa: E402
 
 from mediaserver.admission import AdmissionSettings  # noqa: E402
 from mediaserver.egress import Egress, Overloaded, h264_capabilities, use_ice_hosts  # noqa: E402

@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from mediaserver.cluster.worker_client import WorkerClient, WorkerOps
 from signaling import api, incident_api, ops_api, whep
 from signaling.access import AccessSettings
 from signaling.cors import cors_middleware
-from signaling.worker_client import WorkerClient, WorkerOps
 
 
 def find_web_dir() -> Path | None:

@@ -33,12 +33,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from mediaserver.cluster.worker_client import WorkerClient
 from signaling.access import ACCESS, Access, AccessSettings, Denied
 from signaling.audit import EVENTS
 from signaling.clients import Client
 from signaling.incidents import Incident, ValidationError, parse_create, parse_patch, rfc3339
 from signaling.tokens import TokenError
-from signaling.worker_client import WorkerClient
 
 MAX_JSON = 512 * 1024  # an incident with a 256 KiB photo in base64
 MAX_AUDIT_ROWS = 10_000

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from mediaserver.cluster.worker_client import Unsupported, WorkerOps
 from mediaserver.metrics import CONTENT_TYPE, process_sample, render
 from signaling.access import ACCESS
 from signaling.api import _is_stream_token
 from signaling.incident_api import authenticate
-from signaling.worker_client import Unsupported, WorkerOps
 
 MAX_CAMERAS_PER_SCRAPE = 100
 MAX_WORKERS = 256

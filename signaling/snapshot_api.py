@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mediaserver.cluster.worker_client import NotYet, UnknownCamera, WorkerClient
 from mediaserver.snapshot import MAX_WIDTH, MIN_WIDTH
 from signaling.access import ACCESS
-from signaling.worker_client import NotYet, UnknownCamera, WorkerClient
 
 CACHE_CONTROL = "private, max-age=1"  # the server caches 1 s too; private: it is personal data
 

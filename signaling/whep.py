@@ -22,10 +22,17 @@ import logging
 
 from aiohttp import web
 
+from mediaserver.cluster.worker_client import (
+    BadOffer,
+    Overloaded,
+    UnknownCamera,
+    UnknownSession,
+    Unsupported,
+    WorkerClient,
+)
 from mediaserver.transcode import PROFILES
 from signaling import snapshot_api
 from signaling.access import ACCESS
-from signaling.worker_client import BadOffer, Overloaded, UnknownCamera, UnknownSession, Unsupported, WorkerClient
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import pytest
 # Plain `pytest` from a checkout that is not pip-installed: make the project importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peers import (
+from helpers.peers import (
     Auth,
     AuthCamera,
     BadRtspServer,

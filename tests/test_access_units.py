@@ -13,7 +13,7 @@ from pathlib import Path
 import jwt
 import numpy as np
 import pytest
-from access_helpers import until
+from helpers.access import until
 
 from signaling.audit import AuditLog, export
 from signaling.clients import ClientError, Clients, check_secret, hash_secret

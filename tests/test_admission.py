@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
-from feed import Unit, clip_camera, make_clip, read_units
+from helpers.access import FAST, auth, grant
+from helpers.feed import Unit, clip_camera, make_clip, read_units
 from test_whep import Viewer, post_offer
 
 from mediaserver.admission import AdmissionSettings, LoadMonitor
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from signaling.access import ACCESS
 from signaling.app import create_app
-from signaling.worker_client import LocalWorkerClient
 
 CAMERA = {"id": "cam1", "name": "Gate", "district": "Jung-gu", "lat": 37.56, "lon": 126.97, "codec": "h264"}
 WINDOW = 2.0  # s of frames counted per measurement

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from feed import rtsp_camera
-from peers import simcam
+from helpers.feed import rtsp_camera
+from helpers.peers import simcam
 
 from mediaserver.egress import Egress, use_ice_hosts
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from feed import Unit, decode_all, make_clip, psnr, read_units
+from helpers.feed import Unit, decode_all, make_clip, psnr, read_units
 
 from mediaserver.bridge import BridgePool, Encoded, ViewerFeed
 from mediaserver.hub import Hub

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from peers import RtspConn, count_frames, ffprobe, rtsp_status, with_credentials
+from helpers.peers import RtspConn, count_frames, ffprobe, rtsp_status, with_credentials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from av import VideoFrame
-from feed import Unit, feed, make_clip, read_units
+from helpers.feed import Unit, feed, make_clip, read_units
+from helpers.viewers import Viewer
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
-from viewers import Viewer
 
 from core_ext.depacketize import H264Depacketizer
 from core_ext.fanout import RtpFrame, RtpOutput, gso_enabled, packetize_h264, send_all, set_gso

@@ -10,16 +10,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from access_helpers import FAST, grant
 from aiohttp import web
-from browser import chromium
-from feed import Unit, clip_camera, make_clip, read_units
+from helpers.access import FAST, grant
+from helpers.browser import chromium
+from helpers.feed import Unit, clip_camera, make_clip, read_units
 
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 from signaling.access import ACCESS
 from signaling.app import create_app
-from signaling.worker_client import LocalWorkerClient
 
 GRID_CAMERAS = ["north", "plaza", "south"]
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from mediaserver.hashring import HashRing, worker_index, worker_ring
+from mediaserver.cluster.hashring import HashRing, worker_index, worker_ring
 
 KEYS = [f"cam-{i}" for i in range(20_000)]
 
@@ -44,10 +44,10 @@ def test_removing_a_worker_moves_only_its_keys() -> None:
 
 def test_every_process_agrees() -> None:
     """Python's own hash() is salted per process; the ring must not be."""
-    code = "from mediaserver.hashring import worker_ring; r = worker_ring(3); print(r.owner('cam-1'), r.owner('x'))"
+    code = "from mediaserver.cluster.hashring import worker_ring as w; r = w(3); print(r.owner('c1'), r.owner('x'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     ring = worker_ring(3)
-    assert out == [ring.owner("cam-1"), ring.owner("x")]
+    assert out == [ring.owner("c1"), ring.owner("x")]
 
 
 def test_empty_ring() -> None:

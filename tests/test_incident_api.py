@@ -15,19 +15,19 @@ from typing import Any
 
 import jwt
 import pytest
-from access_helpers import FAST, until
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from feed import Unit, feed, make_clip, read_units
+from helpers.access import FAST, until
+from helpers.feed import Unit, feed, make_clip, read_units
 
 from mediaserver.cli import main as cli
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress, use_ice_hosts
 from mediaserver.hub import Hub
 from signaling.access import ACCESS, Access
 from signaling.app import create_app
-from signaling.worker_client import LocalWorkerClient
 
 CITY_HALL = (126.978, 37.5665)  # [lon, lat]
 CAMERAS = [

@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from access_helpers import FAST, agency, incident_around
 from aiohttp import ClientSession, web
-from browser import chromium
-from feed import Unit, clip_camera, make_clip, read_units
+from helpers.access import FAST, agency, incident_around
+from helpers.browser import chromium
+from helpers.feed import Unit, clip_camera, make_clip, read_units
 
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from signaling.access import ACCESS, Access
 from signaling.app import create_app
-from signaling.worker_client import LocalWorkerClient
 
 CAMERA = {"id": "cam1", "name": "City Hall", "district": "Jung-gu", "codec": "h264", "lat": 37.5665, "lon": 126.978}
 

@@ -11,7 +11,7 @@ from typing import Literal, cast
 import av
 import pytest
 from av.video.codeccontext import VideoCodecContext
-from peers import AuthCamera, BadRtspServer, Capture, capture_rtsp, ffprobe, simcam, with_credentials
+from helpers.peers import AuthCamera, BadRtspServer, Capture, capture_rtsp, ffprobe, simcam, with_credentials
 
 from mediaserver.hub import Hub, Unit
 from mediaserver.ingest import CameraIngest, State

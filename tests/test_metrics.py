@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from access_helpers import FAST, agency, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
+from helpers.access import FAST, agency, auth, grant
 
+from mediaserver.cluster.worker_client import LocalWorkerClient
+from mediaserver.cluster.worker_rpc import SECRET_HEADER, create_rpc_app
 from mediaserver.metrics import Exposition, escape_label, render, sample_worker
 from mediaserver.registry import make_camera
 from mediaserver.worker import Worker, WorkerSettings
-from mediaserver.worker_rpc import SECRET_HEADER, create_rpc_app
 from signaling.access import ACCESS
 from signaling.app import create_app
 from signaling.ops_api import OpsSettings, allowed
-from signaling.worker_client import LocalWorkerClient
 
 # One line of the text format: name, optional {labels}, value.
 SAMPLE_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*",?)*\})? \S+$')

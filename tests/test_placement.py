@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from signaling.placement import Placement
+from mediaserver.cluster.placement import Placement
 
 CAMERAS = [f"cam-{i}" for i in range(10_000)]
 

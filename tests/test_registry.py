@@ -78,7 +78,7 @@ def test_cli_import_add_list_never_prints_credentials(tmp_path: Path, capsys: py
 
 
 def test_serve_options_reach_the_worker_settings() -> None:
-    from mediaserver.cli import _parser, _settings
+    from mediaserver.cli.commands import _parser, _settings
 
     args = _parser().parse_args(
         ["serve", "--db", "x.db", "--http", "0.0.0.0:9000", "--transport", "udp", "--first-picture", "gop",

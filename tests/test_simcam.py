@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
-from peers import (
+from helpers.peers import (
     Auth,
     AuthCamera,
     BadRtspServer,

@@ -9,15 +9,15 @@ from typing import Any
 
 import av
 import pytest
-from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
-from feed import Unit, decode_all, make_clip, psnr, read_units
+from helpers.access import FAST, auth, grant
+from helpers.feed import Unit, decode_all, make_clip, psnr, read_units
 
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 from signaling.access import ACCESS
 from signaling.app import create_app
-from signaling.worker_client import LocalWorkerClient
 
 CAMERAS: list[dict[str, Any]] = [
     {"id": "cam1", "name": "Gate", "district": "Jung-gu", "lat": 37.56, "lon": 126.97, "codec": "h264"},

@@ -7,19 +7,19 @@ import asyncio
 from typing import Any
 
 import pytest
-from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
 from av import VideoFrame
-from feed import Unit, clip_camera, decode_all, make_clip, read_units
+from helpers.access import FAST, auth, grant
+from helpers.feed import Unit, clip_camera, decode_all, make_clip, read_units
 from test_whep import Viewer, post_offer
 
 from mediaserver.bridge import BridgePool, Encoded, ViewerFeed
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import BadOffer, Egress
 from mediaserver.hub import Hub
 from mediaserver.transcode import LOW, MAIN, UnknownProfile, get_profile
 from signaling.access import ACCESS
 from signaling.app import create_app
-from signaling.worker_client import LocalWorkerClient
 
 STEP = 1.0
 CAMERA = {"id": "cam1", "name": "Gate", "district": "Jung-gu", "lat": 37.56, "lon": 126.97, "codec": "h264"}

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from peers import count_frames
+from helpers.peers import count_frames
 from test_ingest import decode, ingest_for, wait_for
 
 from core_ext.depacketize import H264Depacketizer

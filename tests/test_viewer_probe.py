@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from feed import Unit, clip_camera, make_clip, read_units
+from helpers.feed import Unit, clip_camera, make_clip, read_units
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

@@ -9,19 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
 from av import VideoFrame
-from feed import Unit, clip_camera, feed, make_clip, read_units
-from viewers import Viewer
+from helpers.access import FAST, auth, grant
+from helpers.feed import Unit, clip_camera, feed, make_clip, read_units
+from helpers.viewers import Viewer
 
 from mediaserver import bridge
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 from signaling.access import ACCESS
 from signaling.app import create_app
 from signaling.whep import MAX_BODY
-from signaling.worker_client import LocalWorkerClient
 
 ALLOWED = "https://console.example.org"
 CAMERAS: list[dict[str, Any]] = [

@@ -13,21 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_helpers import FAST, auth, grant
 from aiohttp.test_utils import TestClient, TestServer
 from av import VideoFrame
-from peers import SimCam, free_port, simcam
+from helpers.access import FAST, auth, grant
+from helpers.peers import SimCam, free_port, simcam
 from test_whep import Viewer
 
+from mediaserver.cli.serve import ServerSettings, start, stop
+from mediaserver.cluster.worker_client import LocalWorkerClient
+from mediaserver.cluster.worker_rpc import SECRET_HEADER, create_rpc_app
 from mediaserver.registry import Registry, make_camera
 from mediaserver.simcam.clips import ensure_clip
 from mediaserver.transcode import LOW
 from mediaserver.worker import Worker, WorkerSettings
-from mediaserver.worker_rpc import SECRET_HEADER, create_rpc_app
 from signaling.access import ACCESS
 from signaling.app import create_app
-from signaling.server import ServerSettings, start, stop
-from signaling.worker_client import LocalWorkerClient
 
 LAT, LON = 37.5663, 126.9779
 SECRET = {SECRET_HEADER: "s"}

@@ -16,11 +16,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from access_helpers import FAST, auth, grant
-from serve_process import serve, wait_ready
-from viewers import DecodingViewer
+from helpers.access import FAST, auth, grant
+from helpers.serve_process import serve, wait_ready
+from helpers.viewers import DecodingViewer
 
-from mediaserver.hashring import worker_index, worker_ring
+from mediaserver.cluster.hashring import worker_index, worker_ring
 from mediaserver.registry import Registry, make_camera
 from mediaserver.worker import Worker, WorkerSettings
 from signaling.access import Access

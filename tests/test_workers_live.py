@@ -16,10 +16,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from access_helpers import FAST, agency, auth, incident_around
-from serve_process import serve, wait_ready
+from helpers.access import FAST, agency, auth, incident_around
+from helpers.serve_process import serve, wait_ready
 
-from mediaserver.hashring import worker_index, worker_ring
+from mediaserver.cluster.hashring import worker_index, worker_ring
 from mediaserver.registry import Registry, make_camera
 from signaling.access import Access
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from rtp_synth import (
+from helpers.rtp_synth import (
     AUD,
     H5_CRA,
     H5_IDR,

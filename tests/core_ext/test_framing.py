@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from rtp_synth import IDR, PPS, SLICE, SPS, Stream, annexb, frame, fu_a, stap_a
+from helpers.rtp_synth import IDR, PPS, SLICE, SPS, Stream, annexb, frame, fu_a, stap_a
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rtp_synth import rtp
+from helpers.rtp_synth import rtp
 
 from core_ext.rtp import RtpReceiver
 

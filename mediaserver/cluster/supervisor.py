@@ -22,10 +22,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mediaserver.hashring import worker_name
+from mediaserver.cluster.hashring import worker_name
+from mediaserver.cluster.worker_process import PARENT_ENV
+from mediaserver.cluster.worker_rpc import SECRET_ENV
 from mediaserver.worker import WorkerSettings
-from mediaserver.worker_main import PARENT_ENV
-from mediaserver.worker_rpc import SECRET_ENV
 
 log = logging.getLogger("goldentime.supervisor")
 
@@ -156,8 +156,10 @@ class Supervisor:
 
     async def _spawn(self, worker: WorkerProcess) -> None:
         env = {**os.environ, SECRET_ENV: self.secret, PARENT_ENV: str(os.getpid())}
-        argv = ["-m", "mediaserver.worker_main", "--index", str(worker.index), "--workers", str(self.count),
-                "--db", self.db, "--settings", json.dumps(self.settings.to_dict())]  # fmt: skip
+        # -P: the working directory never shadows the installed package (a source checkout has no built extensions)
+        argv = ["-P", "-m", "mediaserver.cluster.worker_process", "--index", str(worker.index),
+                "--workers", str(self.count), "--db", self.db,
+                "--settings", json.dumps(self.settings.to_dict())]  # fmt: skip
         worker.started_at = time.monotonic()
         worker.proc = await asyncio.create_subprocess_exec(self.python, *argv, stdout=asyncio.subprocess.PIPE, env=env)
         assert worker.proc.stdout is not None

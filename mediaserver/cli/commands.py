@@ -21,8 +21,8 @@ from mediaserver.rtsp.batch_reader import IDLE_READ_MS
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
 
+    from mediaserver.cli.serve import ServerSettings
     from signaling.access import Access
-    from signaling.server import ServerSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +151,8 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
+    from mediaserver.cli.serve import ServerSettings, parse_http
     from mediaserver.worker import WorkerSettings
-    from signaling.server import ServerSettings, parse_http
 
     host, port = parse_http(args.http)
     worker = WorkerSettings(
@@ -174,7 +174,7 @@ def _run(coro: Coroutine[object, object, None]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from signaling.server import serve_forever
+    from mediaserver.cli.serve import serve_forever
 
     settings = _settings(args)
     print(f"Goldentime console: http://{settings.host}:{settings.port}/", flush=True)
@@ -183,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mediaserver.demo import run_demo
+    from mediaserver.cli.demo import run_demo
 
     return run_demo(_settings(args), args.cameras)
 

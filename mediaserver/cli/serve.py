@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from mediaserver.cluster.registry_sync import RegistrySync
+from mediaserver.cluster.remote_worker import RemoteWorkerClient
+from mediaserver.cluster.supervisor import Supervisor
+from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.registry import Registry
-from mediaserver.supervisor import Supervisor
 from mediaserver.worker import Worker, WorkerSettings
 from signaling.access import ACCESS
 from signaling.app import create_app
 from signaling.ops_api import OpsSettings
-from signaling.registry_sync import RegistrySync
-from signaling.remote_worker import RemoteWorkerClient
-from signaling.worker_client import LocalWorkerClient
 
 log = logging.getLogger("goldentime.server")
 

@@ -1,4 +1,4 @@
-"""A media worker process: `python -m mediaserver.worker_main --index I --workers N --db DB --settings JSON`.
+"""A media worker process: `python -m mediaserver.cluster.worker_process --index I --workers N --db DB --settings JSON`.
 
 Started by the supervisor (supervisor.py), never by hand. It ingests the registry's cameras that the hash
 ring gives to worker I of N (N: the worker count when it starts; the front sends what changes after as
@@ -21,10 +21,10 @@ import sys
 
 from aiohttp import web
 
-from mediaserver.hashring import worker_index, worker_name, worker_ring
+from mediaserver.cluster.hashring import worker_index, worker_name, worker_ring
+from mediaserver.cluster.worker_rpc import SECRET_ENV, create_rpc_app
 from mediaserver.registry import Registry
 from mediaserver.worker import Worker, WorkerSettings
-from mediaserver.worker_rpc import SECRET_ENV, create_rpc_app
 
 PARENT_ENV = "GOLDENTIME_PARENT_PID"
 log = logging.getLogger("goldentime.worker")
@@ -76,7 +76,7 @@ async def run(index: int, count: int, db: str, settings: WorkerSettings, secret:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mediaserver.worker_main")
+    parser = argparse.ArgumentParser(prog="mediaserver.cluster.worker_process")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--db", required=True)

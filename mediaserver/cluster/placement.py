@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mediaserver.hashring import worker_index, worker_ring
+from mediaserver.cluster.hashring import worker_index, worker_ring
 
 
 @dataclass(frozen=True, slots=True)

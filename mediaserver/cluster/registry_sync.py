@@ -15,8 +15,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+from mediaserver.cluster.worker_client import CameraSink
 from mediaserver.registry import Camera, Registry
-from signaling.worker_client import CameraSink
 
 log = logging.getLogger("goldentime.registry")
 

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediaserver.registry import Registry, make_camera
+from mediaserver.simcam import GST_CAMERA, SYSTEM_PYTHON
 from mediaserver.simcam.clips import ensure_clip
 
 if TYPE_CHECKING:
-    from signaling.server import ServerSettings
+    from mediaserver.cli.serve import ServerSettings
 
-SIMCAM = Path(__file__).resolve().parent / "simcam" / "gst_camera.py"
-DEBIAN_PYTHON = "/usr/bin/python3"  # has PyGObject (gi) for gst-rtsp-server
 CITY_HALL = (37.5663, 126.9779)
 DISTRICTS = ("Jung-gu", "Jongno-gu", "Yongsan-gu", "Mapo-gu", "Seodaemun-gu", "Seongdong-gu")
 
@@ -27,7 +26,7 @@ def start_cameras(clip_dir: Path, count: int) -> tuple[subprocess.Popen[str], st
     """Start one simcam process with `count` mounts; returns it and its rtsp:// base URL."""
     clips = [ensure_clip(clip_dir, "h264", gop=25 * (1 + i % 4), seconds=8) for i in range(count)]
     mounts = [arg for i, clip in enumerate(clips) for arg in ("--mount", f"/cam{i + 1}={clip}")]
-    proc = subprocess.Popen([DEBIAN_PYTHON, str(SIMCAM), "--port", "0", *mounts], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(GST_CAMERA), "--port", "0", *mounts], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("READY "):
@@ -56,9 +55,9 @@ def register(db: str, base_url: str, count: int) -> None:
 def run_demo(settings: ServerSettings, count: int) -> int:
     import uvloop
 
-    from signaling.server import serve_forever
+    from mediaserver.cli.serve import serve_forever
 
-    if not shutil.which("ffmpeg") or not Path(DEBIAN_PYTHON).exists():
+    if not shutil.which("ffmpeg") or not Path(SYSTEM_PYTHON).exists():
         print("demo needs ffmpeg and GStreamer: run scripts/setup.sh first", file=sys.stderr)
         return 2
     proc, base_url = start_cameras(Path.home() / ".cache" / "goldentime" / "clips", count)

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-from peers import _die_with_parent, free_port, stop_process
+
+from helpers.peers import _die_with_parent, free_port, stop_process
 
 
 @contextlib.contextmanager

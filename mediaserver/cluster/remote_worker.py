@@ -33,12 +33,9 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from mediaserver.metrics import Sample
-from mediaserver.registry import Camera
-from mediaserver.supervisor import Endpoint
-from mediaserver.worker_rpc import SECRET_HEADER
-from signaling.placement import Move, Placement
-from signaling.worker_client import (
+from mediaserver.cluster.placement import Move, Placement
+from mediaserver.cluster.supervisor import Endpoint
+from mediaserver.cluster.worker_client import (
     UNKNOWN,
     WORKER_DOWN,
     BadOffer,
@@ -50,6 +47,9 @@ from signaling.worker_client import (
     WorkerError,
     WorkerUnavailable,
 )
+from mediaserver.cluster.worker_rpc import SECRET_HEADER
+from mediaserver.metrics import Sample
+from mediaserver.registry import Camera
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ CameraState = tuple[str, str, bool]  # ingest state, codec, has a picture (worke
 
 
 class Directory(Protocol):
-    """Where the workers are now (mediaserver.supervisor.Supervisor)."""
+    """Where the workers are now (mediaserver.cluster.supervisor.Supervisor)."""
 
     count: int
 
