@@ -11,6 +11,10 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
+from core_ext.nal cimport (
+    H264_AUD, H264_IDR, H264_PPS, H264_SPS, H265_AUD, H265_PPS, H265_SPS, H265_VPS, h264_is_vcl, h264_type,
+    h265_is_vcl, h265_type, is_keyframe,
+)
 from core_ext.rtp cimport RTP_DROP, RTP_GAP, RtpPacket, RtpReceiver, RtpVerdict
 
 cdef enum NalKind:
@@ -310,21 +314,21 @@ cdef class H264Depacketizer(Depacketizer):
         self._required_ps = PS_SPS | PS_PPS
 
     cdef int _nal_kind(self, const uint8_t* nal) noexcept:
-        cdef int t = nal[0] & 0x1F
-        if t == 5:
+        cdef int t = h264_type(nal[0])
+        if t == H264_IDR:
             return NK_KEY
-        if 1 <= t <= 4:
+        if h264_is_vcl(t):
             return NK_VCL
-        if t == 7:
+        if t == H264_SPS:
             return NK_SPS
-        if t == 8:
+        if t == H264_PPS:
             return NK_PPS
-        if t == 9:
+        if t == H264_AUD:
             return NK_AUD
         return NK_OTHER
 
     cdef int _payload(self, const uint8_t* p, Py_ssize_t n) except -1:
-        cdef int t = p[0] & 0x1F
+        cdef int t = h264_type(p[0])                   # RFC 6184's payload structures reuse the NAL type field
         if 1 <= t <= 23:
             self._single(p, n)
         elif t == 24:
@@ -354,18 +358,18 @@ cdef class H265Depacketizer(Depacketizer):
         self._required_ps = PS_VPS | PS_SPS | PS_PPS
 
     cdef int _nal_kind(self, const uint8_t* nal) noexcept:
-        cdef int t = (nal[0] >> 1) & 0x3F
-        if 16 <= t <= 23:
+        cdef int t = h265_type(nal[0])
+        if is_keyframe(t, True):
             return NK_KEY
-        if t < 32:
+        if h265_is_vcl(t):
             return NK_VCL
-        if t == 32:
+        if t == H265_VPS:
             return NK_VPS
-        if t == 33:
+        if t == H265_SPS:
             return NK_SPS
-        if t == 34:
+        if t == H265_PPS:
             return NK_PPS
-        if t == 35:
+        if t == H265_AUD:
             return NK_AUD
         return NK_OTHER
 
@@ -374,7 +378,7 @@ cdef class H265Depacketizer(Depacketizer):
             self._rtp.stats.truncated += 1
             self._broken = True
             return 0
-        cdef int t = (p[0] >> 1) & 0x3F
+        cdef int t = h265_type(p[0])                   # RFC 7798's payload structures reuse the NAL type field
         if t < 48:
             self._single(p, n)
         elif t == 48:

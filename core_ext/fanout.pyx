@@ -21,6 +21,7 @@ from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 from posix.uio cimport iovec
 
+from core_ext.nal cimport H264_AUD, H264_FILLER, h264_type, is_start_code
 from core_ext.sockets cimport (
     CMSG_DATA, CMSG_LEN, CMSG_SPACE, MSG_DONTWAIT, SOCK_DGRAM, cmsghdr, mmsghdr, msghdr, sendmmsg, sockaddr,
     socklen_t,
@@ -143,16 +144,12 @@ cdef class RtpFrame:
         return len(self.data)
 
 
-cdef inline bint _start_code(const uint8_t* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    return i + 2 < n and p[i] == 0 and p[i + 1] == 0 and p[i + 2] == 1
-
-
 cdef Py_ssize_t _split_nals(const uint8_t* p, Py_ssize_t n, list nals) except -1:
     """(start, end) of every NAL unit in an Annex-B buffer; AUD and filler units are dropped."""
     cdef Py_ssize_t i = 0, start = -1, end
     cdef uint8_t kind
     while i < n:
-        if _start_code(p, i, n):
+        if is_start_code(p, i, n):
             if start >= 0:
                 end = i
                 while end > start and p[end - 1] == 0:  # trailing zero of a 4-byte start code
@@ -166,7 +163,8 @@ cdef Py_ssize_t _split_nals(const uint8_t* p, Py_ssize_t n, list nals) except -1
         nals.append((start, n))
     elif start < 0 and n > 0:
         nals.append((0, n))  # no start code: one bare NAL unit
-    cdef list kept = [(s, e) for s, e in nals if e > s and (p[s] & 0x1F) not in (9, 12)]
+    cdef list kept = [(s, e) for s, e in nals
+                      if e > s and h264_type(p[s]) != H264_AUD and h264_type(p[s]) != H264_FILLER]
     nals[:] = kept
     return len(nals)
 
@@ -214,7 +212,7 @@ def packetize_h264(bytes data not None, int64_t pts, Py_ssize_t max_payload=MAX_
             pos = s + 1
             while pos < e:
                 out.append(fu_indicator)
-                out.append((header & 0x1F) | (0x80 if pos == s + 1 else 0) | (0x40 if pos + chunk >= e else 0))
+                out.append(h264_type(header) | (0x80 if pos == s + 1 else 0) | (0x40 if pos + chunk >= e else 0))
                 out += data[pos:min(pos + chunk, e)]
                 offsets.append(len(out))
                 pos += chunk

@@ -6,9 +6,12 @@ straight from what they parsed, so such a camera costs no Python per frame: only
 (which marks it as having a picture) and the units of a camera someone watches go through `Hub.publish`.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t
 from libc.time cimport timespec
 
 from core_ext.depacketize cimport AccessUnit
+from core_ext.nal cimport H264_SPS, H265_SPS, H265_VPS, after_start_code, is_aud, nal_type
 
 
 cdef extern from "<time.h>" nogil:
@@ -23,7 +26,7 @@ cdef double monotonic_c() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-def starts_with_parameter_sets(str codec, bytes data):
+def starts_with_parameter_sets(str codec, bytes data not None):
     """Whether an access unit begins (after an access unit delimiter, if any) with a parameter set: SPS for H.264;
     VPS or SPS for H.265. Keyframes from core_ext do whenever the SDP or the stream gave them; the session and
     `GopCache.takes_c` both require it of a keyframe."""
@@ -31,28 +34,18 @@ def starts_with_parameter_sets(str codec, bytes data):
 
 
 cdef bint _starts_with_parameter_sets(bytes data, bint h265) noexcept:
-    cdef int kind = _nal_type(data, 0, h265)
-    if kind == (35 if h265 else 9):
-        kind = _nal_type(data, _after_start_code(data, 0) + 1, h265)
-    return (kind == 32 or kind == 33) if h265 else kind == 7
-
-
-cdef Py_ssize_t _after_start_code(bytes data, Py_ssize_t start) noexcept:
-    """The offset of the NAL header byte after the first 00 00 01 at or after `start`; -1 if none."""
-    cdef const unsigned char* p = data
-    cdef Py_ssize_t i, n = len(data)
-    for i in range(start, n - 3):
-        if p[i] == 0 and p[i + 1] == 0 and p[i + 2] == 1:
-            return i + 3
-    return -1
-
-
-cdef int _nal_type(bytes data, Py_ssize_t start, bint h265) noexcept:
-    cdef Py_ssize_t at = _after_start_code(data, start) if start >= 0 else -1
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t at = after_start_code(p, 0, n)
     if at < 0:
-        return -1
-    cdef unsigned char header = (<const unsigned char*>data)[at]
-    return (header >> 1) & 0x3F if h265 else header & 0x1F
+        return False
+    cdef int kind = nal_type(p[at], h265)
+    if is_aud(kind, h265):
+        at = after_start_code(p, at + 1, n)
+        if at < 0:
+            return False
+        kind = nal_type(p[at], h265)
+    return (kind == H265_VPS or kind == H265_SPS) if h265 else kind == H264_SPS
 
 
 cdef class GopCache:
