@@ -18,11 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
-from signaling.audit import AuditLog
+from signaling.audit import AnchorPolicy, AuditLog
 from signaling.clients import SCRYPT_N, Client, Clients
 from signaling.db import connect
 from signaling.incidents import Incident, Incidents, Spec
 from signaling.keys import PUBLISH_AHEAD_S, KeyStore
+from signaling.refusals import RefusalLimiter, RefusalLimits, cap
 from signaling.scope import Hit, ScopeIndex, camera_points
 from signaling.tokens import TokenError, Tokens, TokenSettings
 from signaling.views import CloseSession, View, ViewRegistry
@@ -41,6 +42,8 @@ class AccessSettings:
     sweep_s: float = 0.25  # how often expiry/revocation/scope is re-checked for every live view
     camera_refresh_s: float = 10.0  # how often the camera list is compared with the scope index
     scrypt_n: int = SCRYPT_N
+    refusals: RefusalLimits = field(default_factory=RefusalLimits)  # per-source bound on refusal records
+    anchors: AnchorPolicy = field(default_factory=AnchorPolicy)  # how often the audit chain is checkpointed
 
 
 class Denied(web.HTTPException):
@@ -88,7 +91,8 @@ class Access:
         self.scope = ScopeIndex(camera_points(cameras()))
         self.incidents = Incidents(self.db, self.scope, s.urn_domain)
         self.incidents.open_incidents()  # warm the cache: the sweep watches these
-        self.audit: AuditLog = AuditLog(self.db)
+        self.audit: AuditLog = AuditLog(self.db, policy=s.anchors)
+        self.refusals = RefusalLimiter(s.refusals)
         self.views = ViewRegistry(close_session, self._view_ended)
         self._sweeper: asyncio.Task[None] | None = None
         self._sessions: Callable[[], set[str]] | None = None
@@ -109,9 +113,19 @@ class Access:
                 await self._sweeper
             self._sweeper = None
         await self.views.end_where(lambda v: True, "server shutdown")
+        self.flush_refusals()
+        self.audit.anchor("shutdown")  # a clean stop leaves nothing unanchored
 
     def close(self) -> None:
+        self.audit.anchor()  # the CLI's records (no sweep there); nothing new after stop()
         self.db.close()
+
+    def flush_refusals(self) -> int:
+        """Write the owed `access.suppressed` summaries now. Returns how many."""
+        summaries = self.refusals.flush()
+        for fields in summaries:
+            self.audit.append("access.suppressed", **fields)
+        return len(summaries)
 
     async def _sweep_forever(self) -> None:
         last_refresh = time.monotonic()
@@ -122,6 +136,10 @@ class Access:
                     last_refresh = time.monotonic()
                     self.refresh_cameras()
                 await self.sweep()
+                if self.refusals.due():
+                    self.flush_refusals()
+                if self.audit.anchor_due():
+                    await self.audit.anchor_async()
             except Exception:
                 log.exception("access sweep failed")
 
@@ -263,11 +281,14 @@ class Access:
     # -- decisions -------------------------------------------------------------------------------------
 
     def deny(self, request: web.Request, status: int, error: str, detail: str = "", **audit: Any) -> Denied:
-        """Audit a refusal and return the exception to raise."""
-        self.audit.append(
-            "access.denied", reason=f"{error}: {detail}" if detail else error, remote=request.remote,
-            detail={"method": request.method, "path": request.path, "status": status}, **audit,
-        )  # fmt: skip
+        """Audit a refusal (text fields capped; over the source's rate, counted for its summary instead:
+        signaling/refusals.py) and return the exception to raise."""
+        if self.refusals.admit(request.remote, status, cap(error, 64)):
+            self.audit.append(
+                "access.denied", reason=cap(f"{error}: {detail}" if detail else error), remote=cap(request.remote),
+                detail={"method": cap(request.method, 16), "path": cap(request.path), "status": status},
+                **{k: cap(v) for k, v in audit.items()},
+            )  # fmt: skip
         return Denied(status, error, detail)
 
     def verify_stream(self, request: web.Request, camera_id: str | None) -> Grant:

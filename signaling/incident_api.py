@@ -370,7 +370,7 @@ async def audit_query(request: web.Request) -> web.Response:
 
 async def audit_verify(request: web.Request) -> web.Response:
     await auditor(request)
-    result = request.app[ACCESS].audit.verify()
+    result = await request.app[ACCESS].audit.verify_async()  # a thread: the walk never blocks the loop
     return web.json_response(
         {"ok": result.ok, "records": result.records, "bad_seq": result.bad_seq, "problem": result.problem}
     )

@@ -112,6 +112,11 @@ def _audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     for name in ("camera", "incident", "agency"):
         export.add_argument(f"--{name}")
     export.set_defaults(func=_audit_export)
+    roll = audit.add_parser("rollover", help="archive and remove old records; the chain carries on (see README)")
+    roll.add_argument("--db", default="goldentime.db")
+    roll.add_argument("--keep-days", type=float, required=True, help="keep records newer than this many days")
+    roll.add_argument("--archive", type=Path, help="archive file (default: <db>.audit-<seq>.json)")
+    roll.set_defaults(func=_audit_rollover)
 
 
 def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db") -> None:
@@ -270,7 +275,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     with _access(args.db) as access:
         result = access.audit.verify()
     if result.ok:
-        print(f"audit chain intact: {result.records} records")
+        print(f"audit chain intact: {result.records} records from {result.first_seq}, anchored to {result.anchored}")
         return 0
     print(f"audit chain BROKEN at record {result.bad_seq}: {result.problem}", file=sys.stderr)
     return 1
@@ -281,12 +286,32 @@ def _audit_export(args: argparse.Namespace) -> int:
 
     with _access(args.db) as access:
         records = access.audit.query(camera=args.camera, incident=args.incident, agency=args.agency, limit=-1)
+        anchors = access.audit.anchors.lines()
     if args.out is None:
         count = export(records, sys.stdout, args.format)
     else:
         with open(args.out, "w", encoding="utf-8", newline="") as out:
             count = export(records, out, args.format)
+        Path(f"{args.out}.anchors").write_text("".join(f"{line}\n" for line in anchors), encoding="utf-8")
     print(f"exported {count} records", file=sys.stderr)
+    return 0
+
+
+def _audit_rollover(args: argparse.Namespace) -> int:
+    import time
+
+    with _access(args.db) as access:
+        tail = access.audit.db.execute("SELECT max(seq) FROM audit").fetchone()[0] or 0
+        archive = args.archive or Path(f"{args.db}.audit-{tail}.json")
+        try:
+            count, carried = access.audit.rollover(time.time() - args.keep_days * 86400, archive)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    if count == 0:
+        print("nothing older than that: no rollover")
+    else:
+        print(f"archived {count} records (to seq {carried}) in {archive} and {archive}.anchors; the chain carries on")
     return 0
 
 
