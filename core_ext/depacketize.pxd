@@ -16,10 +16,13 @@ cdef class Depacketizer:
     cdef readonly Py_ssize_t max_au_size
     cdef str _codec
     cdef unsigned int _required_ps      # parameter-set kinds a keyframe needs (bit per kind)
-    cdef list _ps                       # stored parameter sets: [VPS, SPS, PPS] lists of Annex-B NALs
+    cdef list _ps                       # stored parameter sets: [VPS, SPS, PPS] dicts of id -> Annex-B NAL
+    cdef readonly Py_ssize_t parameter_set_bytes  # their bytes, at most MAX_PS_BYTES
+    cdef readonly unsigned long long parameter_sets_refused   # new ids past the caps, not stored
     # the access unit being assembled (Annex-B in a malloc'd buffer)
     cdef uint8_t* _buf
     cdef Py_ssize_t _len
+    cdef Py_ssize_t _au_bytes           # every byte received for this AU (cut-out parameter sets too): the cap's count
     cdef Py_ssize_t _cap
     cdef bint _open
     cdef bint _broken
@@ -32,7 +35,6 @@ cdef class Depacketizer:
     cdef Py_ssize_t _insert_at          # where missing parameter sets go (after a leading AUD)
     cdef int _nals
     cdef unsigned int _seen_ps          # parameter-set kinds present in this AU
-    cdef unsigned int _ps_updated       # kinds replaced by in-band NALs during this AU
 
     cdef int push_c(self, const uint8_t* p, Py_ssize_t n, list out) except -1
     cdef int _payload(self, const uint8_t* p, Py_ssize_t n) except -1

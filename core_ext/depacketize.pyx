@@ -3,6 +3,10 @@
 Per packet everything stays in C: the payload is copied once into a malloc'd buffer that
 holds the access unit being assembled (FU fragments are appended in place). Python objects
 are created only when an access unit completes.
+
+What a camera sends cannot grow a depacketiser without bound: every byte of an access unit,
+the parameter sets cut out of it included, counts toward `max_au_size`, and the stored
+parameter sets are one per kind and id, capped in count and bytes.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
@@ -13,7 +17,7 @@ from libc.string cimport memcpy
 
 from core_ext.nal cimport (
     H264_AUD, H264_IDR, H264_PPS, H264_SPS, H265_AUD, H265_PPS, H265_SPS, H265_VPS, h264_is_vcl, h264_type,
-    h265_is_vcl, h265_type, is_keyframe,
+    h265_is_vcl, h265_type, is_keyframe, parameter_set_id,
 )
 from core_ext.rtp cimport RTP_DROP, RTP_GAP, RtpPacket, RtpReceiver, RtpVerdict
 
@@ -31,6 +35,14 @@ cdef enum:
     PS_SPS = 1 << 1
     PS_PPS = 1 << 2
     INITIAL_CAPACITY = 64 * 1024
+    # A camera has one VPS/SPS/PPS per id and a handful of ids: these bounds are far above any real stream and
+    # keep a hostile one (issue 15: a flood of distinct parameter sets) from growing the store.
+    MAX_PS_PER_KIND = 32
+    MAX_PS_BYTES = 64 * 1024
+
+# for tests and callers (the .pyi)
+MAX_PARAMETER_SETS_PER_KIND = MAX_PS_PER_KIND
+MAX_PARAMETER_SET_BYTES = MAX_PS_BYTES
 
 cdef const uint8_t* START_CODE = <const uint8_t*>b"\x00\x00\x00\x01"
 
@@ -55,7 +67,7 @@ cdef class Depacketizer:
     def __cinit__(self, int payload_type=-1, Py_ssize_t max_au_size=4 * 1024 * 1024):
         self._rtp = RtpReceiver(payload_type)
         self.max_au_size = max_au_size
-        self._ps = [[], [], []]
+        self._ps = [{}, {}, {}]
         self._buf = NULL
 
     def __dealloc__(self):
@@ -68,6 +80,11 @@ cdef class Depacketizer:
     @property
     def payload_type(self):
         return self._rtp.payload_type
+
+    @property
+    def parameter_set_count(self):
+        """Parameter sets stored (all kinds); at most MAX_PARAMETER_SETS_PER_KIND of each."""
+        return sum([len(sets) for sets in self._ps])
 
     @property
     def codec(self):
@@ -95,11 +112,11 @@ cdef class Depacketizer:
         return out
 
     def set_parameter_sets(self, nals):
-        """Parameter sets from the SDP (sprop-*): raw NAL units, no start codes needed."""
-        cdef unsigned int saved = self._ps_updated
+        """Parameter sets from the SDP (sprop-*): raw NAL units, no start codes needed. The call is one batch: the
+        stored sets of each kind it carries are replaced by its own."""
         cdef bytes nal
         cdef int kind
-        self._ps_updated = 0                           # this call is one batch: it replaces per kind
+        cdef list batch = []
         for item in nals:
             nal = bytes(item)
             while nal.startswith(b"\x00\x00\x01") or nal.startswith(b"\x00\x00\x00\x01"):
@@ -107,12 +124,16 @@ cdef class Depacketizer:
             if nal:
                 kind = self._nal_kind(<const uint8_t*>PyBytes_AS_STRING(nal))
                 if kind >= NK_VPS:
-                    self._store_ps(kind, b"\x00\x00\x00\x01" + nal)
-        self._ps_updated = saved
+                    batch.append((kind, b"\x00\x00\x00\x01" + nal))
+        for kind in {k for k, _ in batch}:
+            self.parameter_set_bytes -= sum([len(old) for old in self._ps[kind - NK_VPS].values()])
+            self._ps[kind - NK_VPS].clear()
+        for kind, nal in batch:
+            self._store_ps(kind, nal)
 
     def parameter_sets(self):
         """The stored parameter sets as one Annex-B blob (VPS, SPS, PPS order)."""
-        return b"".join([b"".join(sets) for sets in self._ps])
+        return b"".join([b"".join(sets.values()) for sets in self._ps])
 
     # -- per packet ------------------------------------------------------------------
 
@@ -147,6 +168,7 @@ cdef class Depacketizer:
         self._open = True
         self._ts = ts
         self._len = 0
+        self._au_bytes = 0
         self._broken = False
         self._too_big = False
         self._keyframe = False
@@ -155,7 +177,6 @@ cdef class Depacketizer:
         self._insert_at = 0
         self._nals = 0
         self._seen_ps = 0
-        self._ps_updated = 0
         return 0
 
     cdef int _finish(self, list out) except -1:
@@ -177,7 +198,7 @@ cdef class Depacketizer:
         cdef bytes ps = b""
         cdef char* dst
         if self._keyframe and self._required_ps & ~self._seen_ps:
-            ps = b"".join([b"".join(sets) for sets in self._ps])
+            ps = b"".join([b"".join(sets.values()) for sets in self._ps])
         cdef Py_ssize_t ps_len = PyBytes_GET_SIZE(ps)
         if ps_len == 0:
             au.data = PyBytes_FromStringAndSize(<const char*>self._buf, self._len)
@@ -206,10 +227,12 @@ cdef class Depacketizer:
         return 0
 
     cdef int _write(self, const uint8_t* p, Py_ssize_t n) except -1:
-        if self._len + n > self.max_au_size:
+        # Every byte of the unit counts, the parameter sets _end_nal cuts out again included.
+        if self._au_bytes + n > self.max_au_size:
             self._broken = True
             self._too_big = True
             return 0
+        self._au_bytes += n
         if self._len + n > self._cap:
             self._reserve(n)
         memcpy(self._buf + self._len, p, n)
@@ -245,15 +268,21 @@ cdef class Depacketizer:
         return 0
 
     cdef int _store_ps(self, int kind, bytes nal) except -1:
-        """The first set of a kind in an AU replaces the stored ones; further distinct sets of that
-        kind in the same AU (several PPS) are kept alongside."""
-        cdef unsigned int bit = 1u << (kind - NK_VPS)
-        cdef list sets = self._ps[kind - NK_VPS]
-        if not self._ps_updated & bit:
-            self._ps_updated |= bit
-            sets.clear()
-        if nal not in sets:
-            sets.append(nal)
+        """Keep `nal` (Annex-B) as the set of its kind and id, replacing the one stored with that id (a set whose id
+        cannot be read has one slot per kind, key -1); a new id beyond the caps on count or bytes is refused."""
+        cdef dict sets = self._ps[kind - NK_VPS]
+        cdef long key = parameter_set_id(<const uint8_t*>PyBytes_AS_STRING(nal) + 4, PyBytes_GET_SIZE(nal) - 4,
+                                         self._codec == "h265")
+        cdef bytes old = sets.get(key)
+        cdef Py_ssize_t old_len = 0 if old is None else PyBytes_GET_SIZE(old)
+        if old is not None and old == nal:
+            return 0
+        if ((old is None and len(sets) >= MAX_PS_PER_KIND)
+                or self.parameter_set_bytes - old_len + PyBytes_GET_SIZE(nal) > MAX_PS_BYTES):
+            self.parameter_sets_refused += 1
+            return 0
+        sets[key] = nal
+        self.parameter_set_bytes += PyBytes_GET_SIZE(nal) - old_len
         return 0
 
     # -- payload structures shared by both codecs -------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from helpers.rtp_synth import (
@@ -26,7 +27,14 @@ from helpers.rtp_synth import (
     stap_a,
 )
 
-from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
+from core_ext.depacketize import (
+    MAX_PARAMETER_SET_BYTES,
+    MAX_PARAMETER_SETS_PER_KIND,
+    AccessUnit,
+    H264Depacketizer,
+    H265Depacketizer,
+)
+from fuzz.ps_flood import flood, pps, ue
 
 
 def push_all(dep: H264Depacketizer | H265Depacketizer, packets: list[bytes]) -> list[AccessUnit]:
@@ -318,3 +326,116 @@ def test_h265_one_byte_payload_is_truncated() -> None:
     d = H265Depacketizer()
     assert push_all(d, Stream().au(0, [b"\x02"])) == []
     assert d.stats.truncated == 1
+
+
+# --- stored parameter sets: keyed by id, bounded (issue 15: a hostile camera's parameter-set flood) ------------------
+
+CODECS = [(H264Depacketizer, False), (H265Depacketizer, True)]
+
+
+def bits_to_bytes(bits: str) -> bytes:
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def h264_sps(sps_id: int) -> bytes:
+    return b"\x67\x42\xc0\x1e" + bits_to_bytes(ue(sps_id) + "1" * 9)
+
+
+def h265_sps(sps_id: int, sub_layers: int = 0) -> bytes:
+    """VPS id 0, `sub_layers` extra temporal layers each with a profile and a level (profile_tier_level grows)."""
+    bits = "0000" + format(sub_layers, "03b") + "1" + "0" * 88 + "0" * 8  # general profile + level
+    bits += "11" * sub_layers + ("00" * (8 - sub_layers) if sub_layers else "")
+    bits += ("0" * 88 + "0" * 8) * sub_layers
+    return b"\x42\x01" + bits_to_bytes(bits + ue(sps_id) + "1")
+
+
+@pytest.mark.parametrize(("cls", "h265"), CODECS, ids=["h264", "h265"])
+def test_parameter_set_flood_in_one_au_is_bounded(cls: type[H264Depacketizer], h265: bool) -> None:
+    """20,000 distinct PPS after a slice (cut out of the frame, so the frame cap never saw them): the store keeps
+    one per id up to its caps, in linear time (the old list compared each new set with all earlier ones)."""
+    d = cls()
+    start = time.process_time()
+    [au] = push_all(d, flood(20000, 100, h265))  # 2 MB: under the 4 MiB unit cap
+    assert time.process_time() - start < 5  # a hang guard only (was quadratic)
+    assert au.keyframe and au.data.endswith(annexb(H5_IDR if h265 else IDR))  # the stored sets go before it
+    assert len(au.data) == len(annexb(H5_IDR if h265 else IDR)) + d.parameter_set_bytes
+    assert d.parameter_set_count <= MAX_PARAMETER_SETS_PER_KIND
+    assert d.parameter_set_bytes == len(d.parameter_sets()) <= MAX_PARAMETER_SET_BYTES
+    assert d.parameter_sets_refused > 0
+
+
+@pytest.mark.parametrize(("cls", "h265"), CODECS, ids=["h264", "h265"])
+def test_issue_15_flood_is_an_oversize_unit(cls: type[H264Depacketizer], h265: bool) -> None:
+    """The review's reproduction: 20,000 distinct 1 KB PPS in one unit, 20 MB: dropped at the 4 MiB cap."""
+    d = cls()
+    assert push_all(d, flood(20000, 1024, h265)) == []
+    assert (d.stats.oversized, d.stats.discarded_aus) == (1, 0)
+    assert len(d.parameter_sets()) <= MAX_PARAMETER_SET_BYTES
+
+
+@pytest.mark.parametrize(("cls", "h265"), CODECS, ids=["h264", "h265"])
+def test_parameter_sets_count_toward_the_unit_cap(cls: type[H264Depacketizer], h265: bool) -> None:
+    d = cls(max_au_size=2000)
+    s = Stream()
+    slice_ = H5_IDR if h265 else IDR
+    sets = [pps(i, 300, h265, i) for i in range(10)]  # 3 KB of sets after the slice: over the cap
+    assert push_all(d, s.au(0, [slice_, *sets])) == []
+    assert (d.stats.oversized, d.stats.discarded_aus) == (1, 0)
+    [au] = push_all(d, s.au(3600, [slice_, *sets[:2]]))  # 600 B of sets: fits
+    assert au.keyframe and au.data.endswith(annexb(slice_))  # the stored sets go before it
+
+
+@pytest.mark.parametrize(("cls", "h265"), CODECS, ids=["h264", "h265"])
+def test_the_byte_cap_holds_for_large_sets(cls: type[H264Depacketizer], h265: bool) -> None:
+    d = cls()
+    s = Stream()
+    for i in range(30):  # 30 ids of 3 KB each: 90 KB, over the 64 KiB store
+        push_all(d, s.au(i * 3600, [H5_IDR if h265 else IDR, pps(i, 3000, h265, i)]))
+    assert d.parameter_set_bytes == len(d.parameter_sets()) <= MAX_PARAMETER_SET_BYTES
+    assert d.parameter_set_count == MAX_PARAMETER_SET_BYTES // 3004
+    assert d.parameter_sets_refused == 30 - d.parameter_set_count
+
+
+@pytest.mark.parametrize(("cls", "h265"), CODECS, ids=["h264", "h265"])
+def test_a_set_replaces_the_one_with_its_id_and_keeps_the_others(cls: type[H264Depacketizer], h265: bool) -> None:
+    d = cls()
+    s = Stream()
+    slice_ = H5_IDR if h265 else IDR
+    pps0, pps1, pps0_new = pps(0, 20, h265, 1), pps(1, 20, h265, 2), pps(0, 20, h265, 3)
+    push_all(d, s.au(0, [pps0, pps1, slice_]))
+    push_all(d, s.au(3600, [pps0_new, slice_]))  # a later unit renews id 0 only: id 1 still holds
+    assert d.parameter_sets() == annexb(pps0_new, pps1)
+    assert (d.parameter_set_count, d.parameter_set_bytes) == (2, 48)
+
+
+def test_h264_sps_are_keyed_by_seq_parameter_set_id() -> None:
+    d = H264Depacketizer()
+    d.set_parameter_sets([h264_sps(0), h264_sps(1), h264_sps(31), h264_sps(32), PPS])  # 32: out of range
+    assert d.parameter_sets() == annexb(h264_sps(0), h264_sps(1), h264_sps(31), h264_sps(32), PPS)
+    push_all(d, Stream().au(0, [h264_sps(1) + b"\x80", IDR]))  # an update of id 1
+    assert d.parameter_sets() == annexb(h264_sps(0), h264_sps(1) + b"\x80", h264_sps(31), h264_sps(32), PPS)
+
+
+@pytest.mark.parametrize("sub_layers", [0, 1, 6])
+def test_h265_sps_id_is_read_past_profile_tier_level(sub_layers: int) -> None:
+    d = H265Depacketizer()
+    d.set_parameter_sets([H5_VPS, h265_sps(0, sub_layers), h265_sps(5, sub_layers), H5_PPS])
+    assert d.parameter_set_count == 4
+    push_all(d, Stream().au(0, [h265_sps(5, sub_layers) + b"\x01", H5_IDR]))
+    assert d.parameter_sets() == annexb(H5_VPS, h265_sps(0, sub_layers), h265_sps(5, sub_layers) + b"\x01", H5_PPS)
+
+
+def test_sets_whose_id_cannot_be_read_share_one_slot() -> None:
+    d = H265Depacketizer()
+    truncated = [H5_SPS + bytes([i]) for i in range(100)]  # too short for profile_tier_level
+    push_all(d, Stream().au(0, [H5_IDR, *truncated]))
+    assert d.parameter_sets() == annexb(truncated[-1])
+
+
+def test_sdp_parameter_sets_replace_the_stored_kinds_they_carry() -> None:
+    d = H264Depacketizer()
+    d.set_parameter_sets([h264_sps(0), h264_sps(1), PPS])
+    d.set_parameter_sets([h264_sps(2)])  # a new SDP: its SPS replace all stored SPS; the PPS stays
+    assert d.parameter_sets() == annexb(h264_sps(2), PPS)
+    assert d.parameter_set_bytes == len(annexb(h264_sps(2), PPS))
