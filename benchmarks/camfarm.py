@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import uvloop
-from camfarm_clip import Clip, load_clip
-from camfarm_rtsp import Faults, Scheduler, Session, Settings
+from lib.camfarm_clip import Clip, load_clip
+from lib.camfarm_rtsp import Faults, Scheduler, Session, Settings
 
 from mediaserver.simcam.clips import ensure_clip
 

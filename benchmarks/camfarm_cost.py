@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camfarm_measure import cpu_seconds, machine
-from camfarm_proc import RunningFarm, camfarm
-from camfarm_sink import Sink
+from lib.camfarm_measure import cpu_seconds, machine
+from lib.camfarm_proc import RunningFarm, camfarm
+from lib.camfarm_sink import Sink
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -27,7 +27,7 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stamp  # noqa: E402
+from lib import stamp  # noqa: E402
 
 WIDTH, HEIGHT = 640, 360
 TICK_MS = 2  # frames are made at most this late against their due time

@@ -42,8 +42,8 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camfarm_measure import cpu_seconds, machine, memory, tree, version
-from camfarm_proc import RunningFarm, camfarm, python_die_with_parent
+from lib.camfarm_measure import cpu_seconds, machine, memory, tree, version
+from lib.camfarm_proc import RunningFarm, camfarm, python_die_with_parent
 from ramp import free_port, read_server
 
 from mediaserver.rtsp.batch_reader import IDLE_READ_MS

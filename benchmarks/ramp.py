@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camfarm_measure import cpu_seconds, machine, machine_busy, memory, metric_sum, prometheus, stall_us, tree
-from camfarm_proc import RunningFarm, camfarm, python_die_with_parent
+from lib.camfarm_measure import cpu_seconds, machine, machine_busy, memory, metric_sum, prometheus, stall_us, tree
+from lib.camfarm_proc import RunningFarm, camfarm, python_die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_results(results: list[Step], args: argparse.Namespace, argv: list[str], farm_info: str, load: str) -> None:
-    from ramp_report import plot, report
+    from lib.ramp_report import plot, report
 
     stamp = datetime.now().strftime("%Y-%m-%d-%H%M") + (f"-{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)

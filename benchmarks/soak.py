@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # vie
 
 from camfarm import faults_from
 from camfarm import parse_args as farm_parse_args
-from camfarm_measure import cpu_by_pid, machine, memory, stall_us, tree
-from camfarm_proc import RunningFarm, camfarm, python_die_with_parent
-from camfarm_rtsp import Faults
+from lib.camfarm_measure import cpu_by_pid, machine, memory, stall_us, tree
+from lib.camfarm_proc import RunningFarm, camfarm, python_die_with_parent
+from lib.camfarm_rtsp import Faults
+from lib.soak_api import Api, Viewer
 from ramp import free_port, registry
-from soak_api import Api, Viewer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -356,7 +356,7 @@ async def _run(
 
 
 def write_results(lines: list[str], args: argparse.Namespace) -> None:
-    from soak_report import load, plot, report
+    from lib.soak_report import load, plot, report
 
     run = load(lines)
     stamp = datetime.now().strftime("%Y-%m-%d-%H%M") + (f"-{args.tag}" if args.tag else "")

@@ -114,7 +114,7 @@ class Join:
 
 
 def page_html() -> str:
-    return f"<!doctype html><html><body><script>{(HERE / 'stamp.js').read_text()}</script></body></html>"
+    return f"<!doctype html><html><body><script>{(HERE / 'lib' / 'stamp.js').read_text()}</script></body></html>"
 
 
 async def join_once(context: BrowserContext, base: str, camera: str, token: str, timeout_s: float) -> Join:

@@ -158,7 +158,7 @@ _made = 0  # viewers this process made (the tee check alternates lossless and lo
 
 def _new_viewer(kind: str) -> Any:
     """tee (the check): every other viewer drops 1 packet in 37 for good, so losses are compared too."""
-    from viewer_probe import AiortcViewer, ProbeViewer
+    from lib.viewer_probe import AiortcViewer, ProbeViewer
 
     global _made
     _made += 1

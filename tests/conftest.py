@@ -150,3 +150,35 @@ async def bad_rtsp(
     yield start
     for server in servers:
         await server.close()
+
+
+# --- layers: `pytest -m unit` (seconds), `-m e2e` (real peers: cameras, clips, servers), `-m browser` -------------
+LAYERS = ("unit", "e2e", "browser")
+PEER_FIXTURES = {"peers_available", "bad_rtsp"}  # every clip, camera and capture fixture depends on one of these
+PEER_HELPERS = {"helpers.peers", "helpers.feed", "helpers.viewers", "helpers.serve_process", "subprocess"}
+
+
+def _uses_peers(module: object) -> bool:
+    """The module starts peers itself: it imports the helpers that make clips, cameras, viewers or processes."""
+    return any(getattr(v, "__module__", getattr(v, "__name__", "")) in PEER_HELPERS for v in vars(module).values())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: no external process, no clip; runs in seconds")
+    config.addinivalue_line("markers", "e2e: real peers (gst-rtsp-server cameras, ffmpeg clips, server processes)")
+    config.addinivalue_line("markers", "browser: headless Chromium through Playwright")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets one layer: its own marker if it has one, else browser when its module drives Chromium, e2e when
+    it uses a peer fixture or its module starts peers itself, else unit."""
+    for item in items:
+        if any(item.get_closest_marker(layer) for layer in LAYERS):
+            continue
+        module = getattr(item, "module", None)
+        if module is not None and hasattr(module, "chromium"):
+            item.add_marker(pytest.mark.browser)
+        elif PEER_FIXTURES & set(getattr(item, "fixturenames", ())) or (module is not None and _uses_peers(module)):
+            item.add_marker(pytest.mark.e2e)
+        else:
+            item.add_marker(pytest.mark.unit)

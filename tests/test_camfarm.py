@@ -17,9 +17,9 @@ from helpers.peers import RtspConn, count_frames, ffprobe, rtsp_status, with_cre
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from camfarm_clip import load_clip
-from camfarm_proc import RunningFarm, camfarm
-from camfarm_rtsp import Faults, Scheduler, Session, Settings
+from lib.camfarm_clip import load_clip
+from lib.camfarm_proc import RunningFarm, camfarm
+from lib.camfarm_rtsp import Faults, Scheduler, Session, Settings
 from test_ingest import ingest_for, wait_for
 
 from mediaserver.ingest import CameraIngest, State

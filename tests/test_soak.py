@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from soak_report import Run, load, report, slope_per_hour, stuck
+from lib.soak_report import Run, load, report, slope_per_hour, stuck
 
 ROOT = Path(__file__).resolve().parent.parent
 

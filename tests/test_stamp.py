@@ -1,4 +1,4 @@
-"""The wall-clock stamp (benchmarks/stamp.py, benchmarks/stamp.js) and the clock camera."""
+"""The wall-clock stamp (benchmarks/lib/stamp.py, benchmarks/lib/stamp.js) and the clock camera."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from helpers.peers import SYSTEM_PYTHON, ready_process
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
-import stamp  # noqa: E402
+from lib import stamp  # noqa: E402
 
 W, H = 640, 360
 STAMPS = [0, 1, 0x80000000, 2**32 - 1, 1_764_000_000_123 % 2**32, 0x5A5A5A5A]
@@ -71,9 +71,9 @@ def compressed_frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[in
     raw = b"".join(luma_plane(v) + chroma for v in values)
     encode = ["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{W}x{H}", "-r", "25"]
     encode += ["-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "150k"]
-    h264 = subprocess.run([*encode, "-f", "h264", "-"], input=raw, capture_output=True, check=True).stdout
+    h264 = subprocess.run([*encode, "-f", "h264", "-"], input=raw, capture_output=True, check=True, timeout=60).stdout
     decode = ["ffmpeg", "-v", "error", "-f", "h264", "-i", "-", "-f", "rawvideo", "-pix_fmt", "gray", "-"]
-    gray = subprocess.run(decode, input=h264, capture_output=True, check=True).stdout
+    gray = subprocess.run(decode, input=h264, capture_output=True, check=True, timeout=60).stdout
     return values, gray
 
 
@@ -89,7 +89,7 @@ def test_js_decoder_agrees_with_python(compressed_frames: tuple[list[int], bytes
     frames = tmp_path / "frames.gray"
     frames.write_bytes(gray + bytes([stamp.BACKGROUND]) * (W * H))  # plus one frame without a stamp
     script = f"""
-        const {{ decodeStamp, stampAgeMs }} = require({json.dumps(str(BENCHMARKS / "stamp.js"))});
+        const {{ decodeStamp, stampAgeMs }} = require({json.dumps(str(BENCHMARKS / "lib" / "stamp.js"))});
         const buf = require("fs").readFileSync({json.dumps(str(frames))});
         const out = [];
         for (let off = 0; off < buf.length; off += {W * H})
@@ -97,7 +97,7 @@ def test_js_decoder_agrees_with_python(compressed_frames: tuple[list[int], bytes
         out.push(stampAgeMs(4294967290, 2 ** 32 * 400 + 10), stampAgeMs(10, 2 ** 32 * 400 + 5));
         console.log(JSON.stringify(out));
     """
-    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True, timeout=60).stdout
     assert json.loads(out) == [*values, None, 16, -5]
 
 

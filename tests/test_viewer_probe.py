@@ -15,7 +15,7 @@ from helpers.feed import Unit, clip_camera, make_clip, read_units
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from viewer_probe import ProbeViewer, RtpCounter
+from lib.viewer_probe import ProbeViewer, RtpCounter
 
 from mediaserver.egress import Egress
 

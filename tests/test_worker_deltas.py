@@ -110,7 +110,7 @@ async def test_state_feed_sends_deltas(worker: Worker, h264_camera: str, tmp_pat
 
 def cli(db: str, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "mediaserver.cli", "cameras", *args, "--db", db], check=True,
-                   capture_output=True)  # fmt: skip
+                   capture_output=True, timeout=60)  # fmt: skip
 
 
 async def test_the_server_follows_the_registry_without_a_restart(
@@ -120,7 +120,8 @@ async def test_the_server_follows_the_registry_without_a_restart(
     registry = Registry(db)
     registry.add(make_camera("first", "First", "", LAT, LON, h264_camera))
     registry.close()
-    front = await start(ServerSettings(db=db, port=free_port(), worker=WorkerSettings(ice_hosts=["127.0.0.1"])))
+    settings = ServerSettings(db=db, port=free_port(), worker=WorkerSettings(ice_hosts=["127.0.0.1"]))
+    front = await asyncio.wait_for(start(settings), 30)
     try:
         worker = front.worker
         assert worker is not None and set(worker.ingests) == {"first"}
@@ -138,7 +139,7 @@ async def test_the_server_follows_the_registry_without_a_restart(
         await until(lambda: "late" not in worker.ingests, 5, "a removed camera stops")
         assert "late" not in {c["id"] for c in front.sync.public()}
     finally:
-        await stop(front)
+        await asyncio.wait_for(stop(front), 30)
 
 
 # --- sub-streams ------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ async def metrics(http: aiohttp.ClientSession) -> dict[str, float]:
 
 def cli(db: str, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "mediaserver.cli", "cameras", *args, "--db", db], check=True,
-                   capture_output=True)  # fmt: skip
+                   capture_output=True, timeout=60)  # fmt: skip
 
 
 async def test_registry_changes_reach_only_the_owning_worker(

@@ -10,7 +10,7 @@ const params = new URLSearchParams(location.search);
 const profile = params.get("profile") || "low";
 const grid = (window.goldentimeGrid = { profile, tiles: [] });
 
-// `token` and `authorization()` come from token.js.
+// `token` and `authorization()` come from token.js, `whep` from whep.js.
 
 async function cameraIds() {
   const wanted = (params.get("cameras") || "").split(",").filter(Boolean);
@@ -18,14 +18,6 @@ async function cameraIds() {
   const res = await fetch("/api/cameras", { headers: authorization() });
   if (!res.ok) throw new Error(`camera list: HTTP ${res.status}`);
   return (await res.json()).slice(0, TILES).map((c) => c.id);
-}
-
-function gathered(peer, ms) {
-  if (peer.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    peer.addEventListener("icegatheringstatechange", () => { if (peer.iceGatheringState === "complete") resolve(); });
-    setTimeout(resolve, ms);
-  });
 }
 
 function makeTile(cameraId) {
@@ -45,38 +37,28 @@ function makeTile(cameraId) {
 async function openTile(cameraId) {
   const { tile, video, setState } = makeTile(cameraId);
   grid.tiles.push(tile);
-  const pc = new RTCPeerConnection();
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
   video.requestVideoFrameCallback(() => setState("live"));
+  let session;
   try {
-    await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc, 2000);
-    const url = `/whep/${encodeURIComponent(cameraId)}?profile=${encodeURIComponent(profile)}`;
-    const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp", ...authorization() }, body: pc.localDescription.sdp });
-    if (res.status !== 201) {
-      // 503 + Retry-After: the worker is full; try again later rather than hammering it.
-      const retry = res.headers.get("Retry-After");
-      throw new Error(`HTTP ${res.status}${retry ? ` (retry in ${retry} s)` : ""}: ${await res.text()}`);
-    }
-    tile.sessionUrl = new URL(res.headers.get("Location"), location.href).href;
-    await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+    // 503/429 + Retry-After: the worker or the quota is full; the error says when to try again.
+    session = await whep.play(`/whep/${encodeURIComponent(cameraId)}?profile=${encodeURIComponent(profile)}`, {
+      headers: authorization(),
+      onTrack: (stream) => { video.srcObject = stream; },
+    });
   } catch (err) {
     tile.error = err.message;
     setState("error");
     return;
   }
+  tile.sessionUrl = session.url;
   setInterval(async () => {
-    (await pc.getStats()).forEach((s) => {
+    (await session.pc.getStats()).forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         Object.assign(tile, { framesDecoded: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0 });
       }
     });
   }, 500);
-  window.addEventListener("pagehide", () => {
-    pc.close();
-    fetch(tile.sessionUrl, { method: "DELETE", headers: authorization(), keepalive: true });
-  });
+  window.addEventListener("pagehide", () => session.close());
 }
 
 document.getElementById("profile-name").textContent = `profile ${profile}`;

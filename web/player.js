@@ -7,9 +7,9 @@ const state = (window.goldentime = {
   camera: null, state: "idle", error: null, sessionUrl: null, firstPictureMs: null, lastFrameMs: null, endedMs: null,
   width: 0, height: 0, framesDecoded: 0, fps: 0, freezeCount: 0, packetsLost: 0, kbps: 0, codec: null,
 });
-let pc = null, statsTimer = null, cameras = [], run = 0;
+let session = null, statsTimer = null, cameras = [], run = 0;
 
-// `token` and `authorization()` come from token.js.
+// `token` and `authorization()` come from token.js, `whep` from whep.js.
 
 function setState(name, text) {
   state.state = name;
@@ -60,16 +60,6 @@ function renderList() {
   show("count", `${shown.length}/${cameras.length}`);
 }
 
-function waitForGathering(peer, ms) {
-  // Non-trickle offer: our candidates go in the POST. Without STUN servers gathering takes milliseconds.
-  if (peer.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { if (peer.iceGatheringState === "complete") resolve(); };
-    peer.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, ms);
-  });
-}
-
 async function play(cameraId) {
   await stop();
   const my = ++run;
@@ -84,52 +74,42 @@ async function play(cameraId) {
   setState("connecting");
 
   const t0 = performance.now();
-  pc = new RTCPeerConnection();
-  const peer = pc;
-  peer.addTransceiver("video", { direction: "recvonly" });
   const video = $("video");
-  peer.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
-  peer.onconnectionstatechange = () => {
-    if (peer !== pc) return;
-    if (peer.connectionState === "failed") fail("connection failed");
-    if (peer.connectionState === "closed" || peer.connectionState === "disconnected") {
-      state.endedMs = Math.round(performance.now());  // the server ended the view (incident closed, revoked)
-      setState("ended", "ended");
-    }
-  };
+  const mine = () => my === run;
   const everyFrame = () => {
-    if (peer !== pc) return;
+    if (!mine()) return;
     state.lastFrameMs = Math.round(performance.now());
     video.requestVideoFrameCallback(everyFrame);
   };
   video.requestVideoFrameCallback(() => {
-    if (peer !== pc) return;
+    if (!mine()) return;
     everyFrame();
     state.firstPictureMs = Math.round(performance.now() - t0);
     show("s-first", `${state.firstPictureMs} ms`);
     $("overlay").hidden = true;
     setState("live", "live");
   });
+  // profile: "main" (the camera as it is; H.265 transcoded to H.264) or "low" (640x360, 400 kbit/s)
+  const url = `/whep/${encodeURIComponent(cameraId)}?profile=${encodeURIComponent($("profile").value)}`;
   try {
-    await peer.setLocalDescription(await peer.createOffer());
-    await waitForGathering(peer, 2000);
-    // profile: "main" (the camera as it is; H.265 transcoded to H.264) or "low" (640x360, 400 kbit/s)
-    const profile = $("profile").value;
-    const res = await fetch(`/whep/${encodeURIComponent(cameraId)}?profile=${encodeURIComponent(profile)}`, {
-      method: "POST", headers: { "Content-Type": "application/sdp", ...authorization() }, body: peer.localDescription.sdp,
+    const opened = await whep.play(url, {
+      headers: authorization(),
+      onTrack: (stream) => { if (mine()) video.srcObject = stream; },
+      onState: (connection) => {
+        if (!mine()) return;
+        if (connection === "failed") fail("connection failed");
+        if (connection === "closed" || connection === "disconnected") {
+          state.endedMs = Math.round(performance.now());  // the server ended the view (incident closed, revoked)
+          setState("ended", "ended");
+        }
+      },
     });
-    if (res.status !== 201) {
-      let detail = await res.text();
-      try { const j = JSON.parse(detail); detail = `${j.error}${j.detail ? ": " + j.detail : ""}`; } catch (_) {}
-      throw new Error(`HTTP ${res.status} ${detail}`);
-    }
-    state.sessionUrl = new URL(res.headers.get("Location"), location.href).href;
-    const answer = await res.text();
-    if (my !== run) return;
-    await peer.setRemoteDescription({ type: "answer", sdp: answer });
-    statsTimer = setInterval(() => updateStats(peer), 1000);
+    if (!mine()) return opened.close();
+    session = opened;
+    state.sessionUrl = opened.url;
+    statsTimer = setInterval(() => updateStats(opened.pc), 1000);
   } catch (err) {
-    if (my === run) fail(err.message);
+    if (mine()) fail(err.message);
   }
 }
 
@@ -142,7 +122,7 @@ function fail(message) {
 
 let last = null;
 async function updateStats(peer) {
-  if (peer !== pc) return;
+  if (!session || peer !== session.pc) return;
   const report = await peer.getStats();
   report.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
@@ -175,11 +155,9 @@ async function stop() {
   run++;
   clearInterval(statsTimer);
   last = null;
-  const url = state.sessionUrl;
   state.sessionUrl = null;
-  if (pc) { pc.close(); pc = null; }
+  if (session) { session.close(); session = null; }
   $("video").srcObject = null;
-  if (url) fetch(url, { method: "DELETE", headers: authorization() }).catch(() => {});
   $("stop").disabled = true;
   show("overlay", "Stopped");
   $("overlay").hidden = false;

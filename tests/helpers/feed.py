@@ -51,6 +51,7 @@ def make_clip(path: Path, seconds: int = 8, gop: int = 100, codec: str = "h264",
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", *source, "-pix_fmt", "yuv420p", *enc, "-b:v", "800k", "-f", fmt, str(path)],
         check=True,
+        timeout=300,
     )
     return path
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CAMFARM = Path(__file__).resolve().parent / "camfarm.py"
+CAMFARM = Path(__file__).resolve().parent.parent / "camfarm.py"
 
 
 @dataclass

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from camfarm_measure import prometheus
 from helpers.viewers import DecodingViewer
+
+from lib.camfarm_measure import prometheus
 
 PER_SCRAPE = 100  # the server names at most this many cameras per /metrics request
 STREAMING = re.compile(r'^goldentime_camera_streaming\{camera="([^"]+)"\} 1$', re.MULTILINE)

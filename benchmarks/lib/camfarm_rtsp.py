@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from camfarm_clip import PAYLOAD_TYPE, RTP_FIELDS, Clip
+from lib.camfarm_clip import PAYLOAD_TYPE, RTP_FIELDS, Clip
 
 MAX_WRITE_BUFFER = 1 << 20  # a client this far behind loses frames, like a camera's send queue overflowing
 SESSION_TIMEOUT = 60
