@@ -1,0 +1,165 @@
+"""Run a fuzz target (fuzz/targets.py) for a number of inputs and report inputs/s.
+
+    .venv/bin/python fuzz/run.py --target h264 --inputs 100000 [--engine atheris|random] [--seconds 120]
+
+Engines: `atheris` (libFuzzer, coverage-guided over the harness's Python; the Cython modules are built with gcc,
+so their C is not instrumented) when it is installed, else `random` (seeded mutations of the corpus, no coverage;
+what tests/core_ext/test_fuzz_short.py uses). Both start from `targets.seeds(target)`, the captured camera streams.
+A failing input is written to fuzz/crashes/ and the run exits 1; make it a regression test (tests/core_ext).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fuzz import targets  # noqa: E402
+
+CRASHES = ROOT / "fuzz" / "crashes"
+MAX_LEN = 64 * 1024
+
+
+def mutate(data: bytes, corpus: list[bytes], rng: random.Random) -> bytes:
+    """One to four of: flip bits, set bytes, insert or delete a run, repeat a slice, splice another input."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(6)
+        pos = rng.randrange(len(buf) + 1)
+        if op == 0 and buf:
+            i = rng.randrange(len(buf))
+            buf[i] ^= 1 << rng.randrange(8)
+        elif op == 1 and buf:
+            i = rng.randrange(len(buf))
+            buf[i] = rng.choice((0, 1, 2, 3, 0x24, 0x7F, 0x80, 0xFF, rng.getrandbits(8)))
+        elif op == 2:
+            buf[pos:pos] = rng.randbytes(rng.randint(1, 16))
+        elif op == 3 and buf:
+            del buf[pos : pos + rng.randint(1, 64)]
+        elif op == 4 and buf:
+            piece = buf[pos : pos + rng.randint(1, 32)]
+            buf[pos:pos] = piece * rng.randint(1, 8)
+        else:
+            other = rng.choice(corpus)
+            cut = rng.randrange(len(other) + 1)
+            buf = buf[:pos] + bytearray(other[cut : cut + rng.randint(1, 4096)])
+    return bytes(buf[:MAX_LEN])
+
+
+def save_crash(name: str, data: bytes) -> Path:
+    CRASHES.mkdir(exist_ok=True)
+    path = CRASHES / f"{name}-{hashlib.sha1(data).hexdigest()[:12]}.bin"
+    path.write_bytes(data)
+    return path
+
+
+def run_random(
+    name: str, inputs: int, seconds: float, seed: int = 0, on_crash: Callable[[str, bytes], object] = save_crash
+) -> tuple[int, float]:
+    """(inputs run, CPU seconds). Raises the target's exception after saving the input."""
+    target = targets.TARGETS[name]
+    corpus = targets.seeds(name)
+    rng = random.Random(seed)
+    start = time.process_time()
+    done = 0
+    while done < inputs and time.process_time() - start < seconds:
+        data = corpus[done] if done < len(corpus) else mutate(rng.choice(corpus), corpus, rng)
+        try:
+            target(data)
+        except BaseException:
+            on_crash(name, data)
+            raise
+        done += 1
+        if done >= len(corpus) and rng.random() < 0.01 and len(corpus) < 256:
+            corpus.append(data)  # keep some mutants: deeper inputs without coverage feedback
+    return done, time.process_time() - start
+
+
+def run_atheris(name: str, inputs: int, seconds: float, corpus_dir: Path | None) -> tuple[int, float, int]:
+    """libFuzzer in a child process (it exits the process when done): (inputs run, CPU seconds, exit code)."""
+    work = corpus_dir or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(targets.seeds(name)):
+        (work / f"seed-{i}").write_bytes(data)
+    CRASHES.mkdir(exist_ok=True)
+    args = [
+        f"-runs={inputs}",
+        f"-max_total_time={int(seconds)}",
+        f"-max_len={MAX_LEN}",
+        "-timeout=10",  # one input over 10 s is a finding (a quadratic path)
+        "-print_final_stats=1",
+        f"-artifact_prefix={CRASHES}/{name}-",
+        str(work),
+    ]
+    start = os.times()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, *args], stderr=subprocess.PIPE, text=True, check=False
+    )
+    end = os.times()
+    cpu = (end.children_user - start.children_user) + (end.children_system - start.children_system)
+    match = re.search(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
+    tail = proc.stderr.strip().splitlines()[-40:]
+    if proc.returncode != 0:
+        print("\n".join(tail), file=sys.stderr)
+    return (int(match.group(1)) if match else 0), cpu, proc.returncode
+
+
+def atheris_child(name: str, args: list[str]) -> None:
+    import atheris
+
+    sys.modules.pop("fuzz.targets", None)  # imported above uninstrumented: load it again, instrumented
+    with atheris.instrument_imports(include=["fuzz"]):
+        import fuzz.targets as instrumented
+
+    atheris.Setup([sys.argv[0], *args], instrumented.TARGETS[name])
+    atheris.Fuzz()
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        atheris_child(sys.argv[2], sys.argv[3:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", choices=sorted(targets.TARGETS), required=True)
+    ap.add_argument("--inputs", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=120.0, help="stop after this much time")
+    ap.add_argument("--engine", choices=["atheris", "random"], default=None)
+    ap.add_argument("--corpus", type=Path, default=None, help="atheris: keep the corpus here")
+    ap.add_argument("--seed", type=int, default=0, help="random: the mutation seed")
+    args = ap.parse_args()
+    engine = args.engine
+    if engine is None:
+        try:
+            import atheris  # noqa: F401
+
+            engine = "atheris"
+        except ImportError:
+            engine = "random"
+    if engine == "atheris":
+        done, cpu, rc = run_atheris(args.target, args.inputs, args.seconds, args.corpus)
+    else:
+        rc = 0
+        try:
+            done, cpu = run_random(args.target, args.inputs, args.seconds, args.seed)
+        except BaseException as exc:
+            print(f"{args.target}: FAILED: {exc!r} (input saved in {CRASHES})", file=sys.stderr)
+            raise SystemExit(1) from None
+    rate = done / cpu if cpu else 0.0
+    print(f"{args.target} [{engine}]: {done} inputs, {cpu:.1f} s CPU, {rate:.0f} inputs/s, exit {rc}")
+    raise SystemExit(1 if rc else 0)
+
+
+if __name__ == "__main__":
+    main()
