@@ -508,11 +508,6 @@ def _check(
     return ""
 
 
-def read_anchors(audit: AuditLog) -> list[str]:
-    """The anchors file's lines, for export beside the records."""
-    return audit.anchors.lines()
-
-
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
