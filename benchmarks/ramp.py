@@ -108,7 +108,8 @@ def registry(workdir: Path, csv_path: Path, n: int) -> tuple[Path, str]:
     lines = csv_path.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[: n + 1]))
     cli("cameras", "import", "--db", str(db), str(part))
-    client = json.loads(cli("clients", "add", "--agency", "city-admin", "--name", "ramp", "--json", "--db", str(db)))
+    client = json.loads(cli("clients", "add", "--agency", "city-admin", "--name", "ramp", "--role", "admin", "--json",
+                            "--db", str(db)))  # fmt: skip
     token = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
     return db, f"Basic {token}"
 

@@ -3,6 +3,8 @@
 A map or an incident list may show dozens of thumbnails refreshed every few seconds by every operator: a
 snapshot is cached for `ttl_s` per (camera, width), and concurrent requests for the same one share a single
 decode (the first request's future), so a burst costs one decode per camera and size per second at most.
+Widths are rounded up to a few fixed ones (`WIDTHS`, else the camera's native size): asking for 30 distinct
+widths costs at most `len(WIDTHS) + 1` decodes, not 30, in the thread pool that new viewers need too.
 Decoding and JPEG encoding run in the default executor, off the event loop that sends everyone's video.
 """
 
@@ -21,6 +23,7 @@ from mediaserver.transcode import codec_name
 
 TTL_S = 1.0
 MIN_WIDTH, MAX_WIDTH = 16, 3840
+WIDTHS = (160, 320, 640, 1280)  # what thumbnails, tiles and a detail view ask for; wider: the native picture
 JPEG_QSCALE = 4  # MJPEG quantiser: 2 (best) .. 31; 4 is visually clean at a third of q=2's size
 _FF_QP2LAMBDA = 118
 
@@ -60,6 +63,13 @@ def encode_jpeg(frame: VideoFrame, width: int | None = None) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
+def snap_width(width: int | None) -> int | None:
+    """The fixed width a request is served at: the smallest of WIDTHS at least as wide, else native (None)."""
+    if width is None:
+        return None
+    return next((w for w in WIDTHS if w >= width), None)
+
+
 def render(codec: str, units: Sequence[Unit], width: int | None) -> bytes:
     return encode_jpeg(newest_frame(codec, units), width)
 
@@ -70,10 +80,11 @@ class SnapshotCache:
     def __init__(self, ttl_s: float = TTL_S) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[tuple[str, int | None], tuple[float, asyncio.Future[bytes]]] = {}
-        self.rendered = 0  # decodes done (tests, metrics)
+        self.rendered = 0  # decodes (each with its one JPEG encode) done: tests, metrics
 
     async def get(self, hub: Hub, width: int | None = None) -> bytes:
-        """The newest picture of the camera as JPEG. Raises NoPicture."""
+        """The newest picture of the camera as JPEG, `width` rounded up (snap_width). Raises NoPicture."""
+        width = snap_width(width)
         key = (hub.camera_id, width)
         now = time.monotonic()
         entry = self._entries.get(key)

@@ -2,7 +2,15 @@
 file, plus the decisions the HTTP handlers ask for (may this request view this camera now?) and the sweep
 that takes access back when it runs out.
 
-Every refusal raises `Denied` (401 or 403 with a JSON body naming the reason) and is audited first.
+Every refusal is audited, then raised as a domain error (`signaling.errors.AccessDenied`: 401, 403, or a
+`QuotaExceeded` 429 from signaling/quotas.py) that the HTTP edge (signaling/edge.py) maps to a response. Policy
+code takes plain values: a token, a `Caller` (remote address, method, path: what the audit records), camera ids.
+
+Who sees which cameras (the camera list, a camera's status): a stream token, the cameras its incident opens
+now; an agency client, the cameras in the scope of its agency's open incidents (owned or shared); an admin
+(the city's video administrators, role `admin`), every camera; an auditor, none (auditors read the audit log,
+which names cameras, and nothing else). Outside what a caller may see, every id answers 403, registered or
+not, so a token cannot tell which camera ids exist.
 """
 
 from __future__ import annotations
@@ -13,16 +21,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from signaling.audit import AnchorPolicy, AuditLog
 from signaling.clients import SCRYPT_N, Client, Clients
 from signaling.db import connect
-from signaling.incidents import Incident, Incidents, Spec
+from signaling.errors import AccessDenied, Denied, QuotaExceeded
+from signaling.incidents import MAX_WINDOW_S, Incident, Incidents, Spec, audit_changes
 from signaling.keys import PUBLISH_AHEAD_S, KeyStore
+from signaling.quotas import Quotas, QuotaSettings, Slot
 from signaling.refusals import RefusalLimiter, RefusalLimits, cap
 from signaling.scope import Hit, ScopeIndex, camera_points
 from signaling.tokens import TokenError, Tokens, TokenSettings
@@ -42,18 +53,33 @@ class AccessSettings:
     sweep_s: float = 0.25  # how often expiry/revocation/scope is re-checked for every live view
     camera_refresh_s: float = 10.0  # how often the camera list is compared with the scope index
     scrypt_n: int = SCRYPT_N
+    incident_window_s: float = MAX_WINDOW_S  # the longest an incident may last from its creation
     refusals: RefusalLimits = field(default_factory=RefusalLimits)  # per-source bound on refusal records
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)  # per-token/per-client caps and rates
     anchors: AnchorPolicy = field(default_factory=AnchorPolicy)  # how often the audit chain is checkpointed
 
 
-class Denied(web.HTTPException):
-    """A refusal with a JSON body: {"error": ..., "detail": ..., "field"?: ...}."""
+__all__ = ["ACCESS", "Access", "AccessDenied", "AccessSettings", "Caller", "Denied", "Grant", "Origin"]
 
-    def __init__(self, status: int, error: str, detail: str = "", field: str | None = None) -> None:
-        self.status_code = status
-        body = {"error": error, "detail": detail, **({"field": field} if field else {})}
-        headers = {"WWW-Authenticate": 'Bearer realm="goldentime", error="invalid_token"'} if status == 401 else None
-        super().__init__(text=web.json_response(body).text, content_type="application/json", headers=headers)
+
+class Caller(Protocol):
+    """Who asks, as the audit records it (an aiohttp request has these attributes too)."""
+
+    @property
+    def remote(self) -> str | None: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """A `Caller` from plain values (the HTTP edge builds one per request; the CLI has no path)."""
+
+    remote: str | None
+    method: str = ""
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +92,6 @@ class Grant:
     @property
     def agency(self) -> str:
         return str(self.claims["incident"]["agency"])
-
-
-def bearer(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 class Access:
@@ -86,14 +107,15 @@ class Access:
         self.clients = Clients(self.db, s.scrypt_n)
         retain = s.tokens.max_ttl_s + s.tokens.leeway_s + 60  # retired keys outlive every token they signed
         self.keys = KeyStore(self.db, s.publish_ahead_s, retain)
-        self.tokens = Tokens(self.db, self.keys, s.tokens)
+        self.tokens = Tokens(self.db, self.keys, s.tokens, self.clients.active)  # a disabled client's tokens fail
         self._cameras = cameras
         self.scope = ScopeIndex(camera_points(cameras()))
-        self.incidents = Incidents(self.db, self.scope, s.urn_domain)
+        self.incidents = Incidents(self.db, self.scope, s.urn_domain, s.incident_window_s)
         self.incidents.open_incidents()  # warm the cache: the sweep watches these
         self.audit: AuditLog = AuditLog(self.db, policy=s.anchors)
         self.refusals = RefusalLimiter(s.refusals)
         self.views = ViewRegistry(close_session, self._view_ended)
+        self.quotas = Quotas(s.quotas, self.views.counts)
         self._sweeper: asyncio.Task[None] | None = None
         self._sessions: Callable[[], set[str]] | None = None
 
@@ -134,7 +156,8 @@ class Access:
             try:
                 if time.monotonic() - last_refresh > self.settings.camera_refresh_s:
                     last_refresh = time.monotonic()
-                    self.refresh_cameras()
+                    if self.refresh_cameras():
+                        await self.incidents.rescope()  # every open incident's new scope, off the loop
                 await self.sweep()
                 if self.refusals.due():
                     self.flush_refusals()
@@ -170,6 +193,8 @@ class Access:
             return "token expired"
         if self.tokens.is_revoked(view.jti):
             return "token revoked"
+        if not self.clients.active(view.client_id):
+            return "client disabled"
         incident = self.incidents.get(view.incident)
         if incident is None or not incident.is_open(now):
             return "incident closed"
@@ -190,6 +215,35 @@ class Access:
         )
         return client, secret
 
+    async def set_client_disabled(self, client_id: str, disabled: bool, operator: str | None = None) -> int | None:
+        """Disable (its tokens refused, its live views ended here now, elsewhere by their sweep) or enable a
+        client. Returns the views ended, None if there is no such client."""
+        if not self.clients.set_disabled(client_id, disabled):
+            return None
+        info = self.clients.describe(client_id) or {}
+        event = "client.disabled" if disabled else "client.enabled"
+        self.audit.append(event, operator=operator, agency=info.get("agency"), client_id=client_id)
+        if not disabled:
+            return 0
+        return await self.views.end_where(lambda v: v.client_id == client_id, "client disabled")
+
+    async def rotate_client_secret(
+        self, client_id: str, revoke_tokens: bool = False, operator: str | None = None
+    ) -> tuple[str, int] | None:
+        """A new secret (the old one fails at once); `revoke_tokens` also revokes the client's tokens and ends
+        their views. Returns (secret, tokens revoked), None if there is no such client."""
+        secret = self.clients.rotate(client_id)
+        if secret is None:
+            return None
+        revoked = self.tokens.revoke_client(client_id) if revoke_tokens else []
+        info = self.clients.describe(client_id) or {}
+        self.audit.append("client.rotated", operator=operator, agency=info.get("agency"), client_id=client_id,
+                          detail={"tokens_revoked": len(revoked)})  # fmt: skip
+        if revoked:
+            doomed = set(revoked)
+            await self.views.end_where(lambda v: v.jti in doomed, "token revoked")
+        return secret, len(revoked)
+
     def rotate_key(self, publish_ahead_s: float | None = None, operator: str | None = None) -> dict[str, Any]:
         key = self.keys.rotate(publish_ahead_s)
         detail = {"kid": key.kid, "state": key.state, "activate_at": key.activate_at}
@@ -197,6 +251,7 @@ class Access:
         return detail
 
     def create_incident(self, spec: Spec, client: Client, operator: str | None, remote: str | None) -> Incident:
+        self._rate_limited(self.quotas.take_incident, client, operator, remote)
         incident = self.incidents.create(spec, client.agency, client.client_id)
         self.audit.append(
             "incident.created", **self._who(client, operator, remote), incident=incident.id, basis=incident.basis,
@@ -210,7 +265,7 @@ class Access:
     ) -> Incident:
         fields = sorted(changes)
         updated = self.incidents.update(incident, changes)
-        detail: dict[str, Any] = {"fields": fields}
+        detail: dict[str, Any] = {"fields": fields, "changes": audit_changes(incident, updated, fields)}
         if "geometry" in fields:
             detail["cameras"] = len(self.incidents.cameras(updated))
         self.audit.append(
@@ -230,8 +285,10 @@ class Access:
         return await self.views.end_where(lambda v: v.incident == closed.id, f"incident {reason}")
 
     def issue_stream_token(
-        self, incident: Incident, client: Client, operator: str, ttl_s: int | None, remote: str | None
-    ) -> tuple[str, dict[str, Any], list[Hit]]:
+        self, incident: Incident, client: Client, operator: str, ttl_s: int | None, remote: str | None,
+        single_use: bool = False,
+    ) -> tuple[str, dict[str, Any], list[Hit]]:  # fmt: skip
+        self._rate_limited(self.quotas.take_mint, client, operator, remote)
         context = {
             "id": incident.id,
             "service": incident.service,
@@ -242,16 +299,17 @@ class Access:
         ttl = min(ttl_s or self.settings.tokens.stream_ttl_s, int(incident.until - time.time()) + 1)
         token, claims = self.tokens.issue(
             self.settings.tokens.stream_audience, operator, client.client_id, client.agency, ttl,
-            {"scope": STREAM_SCOPE, "incident": context}, incident_id=incident.id,
+            {"scope": STREAM_SCOPE, "incident": context}, incident_id=incident.id, single_use=single_use,
         )  # fmt: skip
         cameras = self.incidents.cameras(incident)
         self.audit.append(
             "token.issued", **self._who(client, operator, remote), incident=incident.id, basis=incident.basis,
-            jti=claims["jti"], detail={"exp": claims["exp"], "cameras": len(cameras)},
+            jti=claims["jti"], detail={"exp": claims["exp"], "cameras": len(cameras), "single_use": single_use},
         )  # fmt: skip
         return token, claims, cameras
 
     def issue_api_token(self, client: Client, remote: str | None) -> tuple[str, dict[str, Any]]:
+        self._rate_limited(self.quotas.take_mint, client, None, remote)
         s = self.settings.tokens
         token, claims = self.tokens.issue(
             s.api_audience, client.client_id, client.client_id, client.agency, s.api_ttl_s,
@@ -272,6 +330,17 @@ class Access:
         )  # fmt: skip
         return await self.views.end_where(lambda v: v.jti == jti, "token revoked")
 
+    def _rate_limited(
+        self, take: Callable[[str], None], client: Client, operator: str | None, remote: str | None
+    ) -> None:
+        """Take one from the client's bucket, or audit the refusal and raise QuotaExceeded (429)."""
+        try:
+            take(client.client_id)
+        except QuotaExceeded as exc:
+            raise self.over_quota(
+                Origin(remote), exc, operator=operator, agency=client.agency, client_id=client.client_id
+            ) from None
+
     @staticmethod
     def _who(client: Client | None, operator: str | None, remote: str | None) -> dict[str, Any]:
         if client is None:
@@ -280,7 +349,9 @@ class Access:
 
     # -- decisions -------------------------------------------------------------------------------------
 
-    def deny(self, request: web.Request, status: int, error: str, detail: str = "", **audit: Any) -> Denied:
+    def deny(
+        self, request: Caller, status: HTTPStatus | int, error: str, detail: str = "", **audit: Any
+    ) -> AccessDenied:
         """Audit a refusal (text fields capped; over the source's rate, counted for its summary instead:
         signaling/refusals.py) and return the exception to raise."""
         if self.refusals.admit(request.remote, status, cap(error, 64)):
@@ -289,11 +360,16 @@ class Access:
                 detail={"method": cap(request.method, 16), "path": cap(request.path), "status": status},
                 **{k: cap(v) for k, v in audit.items()},
             )  # fmt: skip
-        return Denied(status, error, detail)
+        return AccessDenied(status, error, detail)
 
-    def verify_stream(self, request: web.Request, camera_id: str | None) -> Grant:
-        """A WHEP request's token, verified: signature, claims, revocation, incident open and shared."""
-        token = bearer(request)
+    def over_quota(self, request: Caller, exc: QuotaExceeded, **audit: Any) -> QuotaExceeded:
+        """Audit a quota refusal like any other and return it to raise (429 + Retry-After)."""
+        self.deny(request, exc.kind, exc.error, exc.detail, **audit)
+        return exc
+
+    def verify_stream(self, token: str | None, request: Caller, camera_id: str | None) -> Grant:
+        """A stream token (None: none was sent), verified: signature, claims, revocation, incident open and
+        shared."""
         if token is None:
             hint = "send Authorization: Bearer <token>"
             raise self.deny(request, 401, "missing bearer token", hint, camera=camera_id)
@@ -319,16 +395,20 @@ class Access:
                             **who)  # fmt: skip
         if context.get("agency") not in incident.agencies:
             raise self.deny(request, 403, "incident not shared with the agency", camera=camera_id, **who)
+        opens_picture = request.method == "POST" or request.path.endswith("/snapshot")
+        if claims.get("single_use") is True and opens_picture and not self.tokens.consume(str(claims["jti"])):
+            raise self.deny(request, 403, "single-use token already used", "ask for a new token", camera=camera_id,
+                            **who)  # fmt: skip
         return Grant(claims, incident)
 
-    def check_scope(self, request: web.Request, grant: Grant, camera_id: str) -> None:
+    def check_scope(self, request: Caller, grant: Grant, camera_id: str) -> None:
         if not self.incidents.in_scope(grant.incident, camera_id):
             raise self.deny(
                 request, 403, "camera not in the incident's scope", f"{camera_id} is not near the incident now",
                 **self._grant_who(grant), camera=camera_id,
             )  # fmt: skip
 
-    def check_session(self, request: web.Request, grant: Grant, camera_id: str, session_id: str) -> None:
+    def check_session(self, request: Caller, grant: Grant, camera_id: str, session_id: str) -> None:
         """PATCH/DELETE: a session may only be touched with the token that opened it."""
         view = self.views.get(session_id)
         if view is not None and (view.jti != grant.claims["jti"] or view.camera != camera_id):
@@ -336,7 +416,53 @@ class Access:
                 request, 403, "session belongs to another token", session_id, **self._grant_who(grant), camera=camera_id
             )
 
-    def view_started(self, request: web.Request, grant: Grant, camera_id: str, session_id: str) -> None:
+    def reserve_view(self, request: Caller, grant: Grant, camera_id: str) -> Slot:
+        """A slot under the token's and the client's session caps for one offer (hold it until the view has
+        started), or 429 (audited)."""
+        try:
+            return self.quotas.reserve_session(str(grant.claims["jti"]), str(grant.claims["client_id"]))
+        except QuotaExceeded as exc:
+            raise self.over_quota(request, exc, **self._grant_who(grant), camera=camera_id) from None
+
+    # -- which cameras a client may know about (the camera list and status) --------------------------------
+
+    def visible_cameras(self, client: Client) -> dict[str, list[str]] | None:
+        """Camera id -> the open incidents that show it to `client`'s agency; None: every camera (admins)."""
+        if client.is_admin:
+            return None
+        shown: dict[str, list[str]] = {}
+        if client.is_auditor:
+            return shown
+        for incident in self._open_for(client):
+            for camera_id, _ in self.incidents.cameras(incident):
+                shown.setdefault(camera_id, []).append(incident.id)
+        return shown
+
+    def _open_for(self, client: Client) -> list[Incident]:
+        return [i for i in self.incidents.open_incidents() if client.agency in i.agencies and i.is_open()]
+
+    def check_camera_list(self, request: Caller, client: Client) -> None:
+        if client.is_auditor:
+            raise self.deny(request, 403, "auditors read the audit log only", client_id=client.client_id,
+                            agency=client.agency)  # fmt: skip
+
+    def check_camera(self, request: Caller, client: Client, camera_id: str) -> None:
+        """403 (audited) unless the client may see this camera: the same answer for unknown ids."""
+        self.check_camera_list(request, client)
+        if client.is_admin:
+            return
+        if any(self.incidents.in_scope(incident, camera_id) for incident in self._open_for(client)):
+            return
+        raise self.deny(request, 403, "camera not in your incidents' scope", camera_id, client_id=client.client_id,
+                        agency=client.agency, camera=camera_id)  # fmt: skip
+
+    def check_admin(self, request: Caller, client: Client) -> None:
+        """State-changing operations (resizing workers): the city's video administrators only."""
+        if not client.is_admin:
+            raise self.deny(request, 403, "admins only", "needs a client with role admin", client_id=client.client_id,
+                            agency=client.agency)  # fmt: skip
+
+    def view_started(self, request: Caller, grant: Grant, camera_id: str, session_id: str) -> None:
         c, incident = grant.claims, grant.incident
         view = View(session_id, camera_id, c["jti"], incident.id, c["sub"], grant.agency, c["client_id"],
                     incident.basis, float(c["exp"]), request.remote)  # fmt: skip
@@ -344,7 +470,7 @@ class Access:
         self.audit.append("view.started", **self._grant_who(grant), camera=camera_id, session=session_id,
                           remote=request.remote)  # fmt: skip
 
-    def snapshot_viewed(self, request: web.Request, grant: Grant, camera_id: str, width: int | None) -> None:
+    def snapshot_viewed(self, request: Caller, grant: Grant, camera_id: str, width: int | None) -> None:
         """A still picture is a view too (privacy law: who saw which camera, when, for what purpose)."""
         self.audit.append("view.snapshot", **self._grant_who(grant), camera=camera_id, remote=request.remote,
                           detail={"width": width})  # fmt: skip

@@ -1,4 +1,5 @@
-"""The signaling front: WHEP, the camera API and the static console, with CORS for allow-listed origins."""
+"""The signaling front: WHEP, the camera API and the static console, with CORS for allow-listed origins, behind
+the HTTP edge's checks (signaling/edge.py: Host, trusted proxies, refusals mapped to statuses)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mediaserver.cluster.worker_client import WorkerClient, WorkerOps
 from signaling import api, incident_api, ops_api, whep
 from signaling.access import AccessSettings
 from signaling.cors import cors_middleware
+from signaling.edge import EdgeSettings, guard_middleware, refusals
 
 
 def find_web_dir() -> Path | None:
@@ -39,14 +41,17 @@ def create_app(
     access: AccessSettings | None = None,
     ops: WorkerOps | None = None,
     ops_settings: ops_api.OpsSettings | None = None,
+    edge: EdgeSettings | None = None,
 ) -> web.Application:
     """The HTTP front. `cameras()` returns the registry's cameras (only public fields are served);
     `cors_origins` lists the origins (scheme://host[:port], or "*") allowed to call WHEP and the API;
     `web_dir` (None: no console) holds the static pages, index at `/`; `db` is the SQLite file for clients,
     keys, incidents and the audit log (the default, in memory, has no clients: nothing can be viewed until
     one is registered and an incident opens a camera); `ops` (None: no ops routes) answers /metrics,
-    /healthz, /readyz and camera status (signaling/ops_api.py)."""
-    app = web.Application(middlewares=[cors_middleware(cors_origins or [])])
+    /healthz, /readyz and camera status (signaling/ops_api.py); `edge` names the allowed Host values and the
+    trusted reverse proxies (default: loopback names, no proxies)."""
+    middlewares = [guard_middleware(edge or EdgeSettings()), cors_middleware(cors_origins or []), refusals]
+    app = web.Application(middlewares=middlewares)
     incident_api.install(app, worker, cameras, db, access)  # first: its shutdown ends (and audits) views
     whep.add_routes(app, worker)
     if ops is not None:

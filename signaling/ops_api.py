@@ -14,13 +14,15 @@ Who may call them: /healthz and /readyz are open (load balancers and orchestrato
 nothing but up/down). /metrics and /ops/workers are for the operator's own scraper: they answer only
 addresses in `OpsSettings.metrics_allow` (default: loopback only, so a default install leaks nothing; a
 Prometheus elsewhere is added with `--metrics-allow 10.0.0.0/8`). Traffic volumes and error kinds per
-camera are operational data, not public. A camera's status is for the same callers as the camera list
-(signaling/api.py): an agency app with client credentials, or a stream token whose incident covers the
-camera now.
+camera are operational data, not public. A camera's status is for the callers who may see the camera
+(signaling/access.py): a stream token whose incident covers it now, an agency client whose agency's open
+incidents cover it, an admin client for any camera; everyone else gets 403 whether the id exists or not.
 
-POST /ops/workers changes the server, so besides the scrape allow-list it wants a JSON body and no `Origin`
-header: a web page can make a browser send neither to another origin without a CORS preflight, which this
-route never answers (operators' tools such as curl send no Origin).
+POST /ops/workers changes the server: besides the scrape allow-list it needs an admin credential (a client
+with role `admin`, `mediaserver clients add --role admin`, by HTTP Basic or a bearer token from /oauth/token),
+a JSON body and no `Origin` header (a web page can make a browser send neither to another origin without a
+CORS preflight, which this route never answers; operators' tools such as curl send no Origin). Every request
+is also held to the allowed `Host` names and trusted proxies of signaling/edge.py.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from mediaserver.cluster.worker_client import Unsupported, WorkerOps
 from mediaserver.metrics import CONTENT_TYPE, process_sample, render
 from signaling.access import ACCESS
 from signaling.api import _is_stream_token
+from signaling.edge import bearer, caller
 from signaling.incident_api import authenticate
+from signaling.json_body import read_json
 
 MAX_CAMERAS_PER_SCRAPE = 100
 MAX_WORKERS = 256
@@ -100,11 +104,12 @@ async def workers(request: web.Request) -> web.Response:
 
 async def resize_workers(request: web.Request) -> web.Response:
     _scraper_only(request)
+    request.app[ACCESS].check_admin(caller(request), await authenticate(request))  # 401/403, audited
     if "Origin" in request.headers or request.content_type != "application/json":
         raise web.HTTPForbidden(text='{"error": "forbidden", "detail": "operator tools only: JSON body, no Origin"}',
                                 content_type="application/json")  # fmt: skip
     try:
-        body = await request.json()
+        body = await read_json(request, limit=4096)  # 413/400 (too deep, not JSON) like every JSON endpoint
         count = int(body["count"])
     except (ValueError, KeyError, TypeError):
         return web.json_response({"error": "bad request", "detail": 'want {"count": N}, N >= 1'}, status=400)
@@ -120,11 +125,12 @@ async def resize_workers(request: web.Request) -> web.Response:
 async def camera_status(request: web.Request) -> web.Response:
     camera_id = request.match_info["camera_id"]
     access = request.app[ACCESS]
+    who = caller(request)
     if _is_stream_token(request):
-        grant = access.verify_stream(request, camera_id)
-        access.check_scope(request, grant, camera_id)  # 403 (audited) outside the incident's scope
+        grant = access.verify_stream(bearer(request), who, camera_id)
+        access.check_scope(who, grant, camera_id)  # 403 (audited) outside the incident's scope, known or not
     else:
-        await authenticate(request)
+        access.check_camera(who, await authenticate(request), camera_id)  # the same for clients
     status = await request.app[OPS].camera_status(camera_id)
     if status is None:
         return web.json_response({"error": "unknown camera", "detail": camera_id}, status=404)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -44,12 +45,29 @@ class ViewRegistry:
         self._close_session = close_session
         self._on_end = on_end
         self._views: dict[str, View] = {}
+        self._by_token: Counter[str] = Counter()  # live views per jti and per client (the quotas read them)
+        self._by_client: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._views)
 
     def add(self, view: View) -> None:
+        old = self._views.get(view.session_id)
+        if old is not None:
+            self._forget(old)
         self._views[view.session_id] = view
+        self._by_token[view.jti] += 1
+        self._by_client[view.client_id] += 1
+
+    def counts(self, jti: str, client_id: str) -> tuple[int, int]:
+        """(live views opened with this token, live views of this client)."""
+        return self._by_token[jti], self._by_client[client_id]
+
+    def _forget(self, view: View) -> None:
+        for counter, key in ((self._by_token, view.jti), (self._by_client, view.client_id)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
 
     def get(self, session_id: str) -> View | None:
         return self._views.get(session_id)
@@ -62,6 +80,7 @@ class ViewRegistry:
         view = self._views.pop(session_id, None)
         if view is None:
             return None
+        self._forget(view)
         if close:
             try:
                 await self._close_session(session_id)

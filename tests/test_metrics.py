@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from helpers.access import FAST, agency, auth, grant
+from helpers.access import FAST, admin, agency, auth, basic, grant
 
 from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.cluster.worker_rpc import SECRET_HEADER, create_rpc_app
@@ -120,10 +119,6 @@ CAMERAS = [{"id": "cam1", "name": "Gate", "district": "Jung-gu", "lat": 37.56, "
            {"id": "far", "name": "Far", "district": "Gangnam-gu", "lat": 37.49, "lon": 127.03}]  # fmt: skip
 
 
-def basic(client_id: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
 async def ops_client(worker: Worker, allow: list[str]) -> TestClient[Any, Any]:
     local = LocalWorkerClient(worker.egress, worker)
     app = create_app(local, lambda: CAMERAS, access=FAST, ops=local, ops_settings=OpsSettings(metrics_allow=allow))
@@ -157,11 +152,14 @@ async def test_ops_endpoints_in_process(worker: Worker) -> None:
         assert status["units"] > 0 and status["gop_age_s"] is not None and status["viewers"] == 0
         assert "rtsp" not in str(status) and "pw" not in str(status)
         assert (await client.get("/api/cameras/far/status", headers=auth(token))).status == 403  # outside scope
-        app_client, secret = agency(client.app[ACCESS], "fire-119")  # an agency app sees every camera's status
+        assert (await client.get("/api/cameras/nope/status", headers=auth(token))).status == 403  # unknown: the same
+        app_client, secret = agency(client.app[ACCESS], "fire-119")  # no incident: no camera of the city
         right, wrong = basic(app_client.client_id, secret), basic(app_client.client_id, "nope")
-        assert (await client.get("/api/cameras/far/status", headers=right)).status == 404  # registered, not ingested
-        assert (await client.get("/api/cameras/cam1/status", headers=right)).status == 200
+        assert (await client.get("/api/cameras/cam1/status", headers=right)).status == 403
         assert (await client.get("/api/cameras/cam1/status", headers=wrong)).status == 401
+        city = admin(client.app[ACCESS])  # the city's video admins see every camera
+        assert (await client.get("/api/cameras/far/status", headers=city)).status == 404  # registered, not ingested
+        assert (await client.get("/api/cameras/cam1/status", headers=city)).status == 200
     finally:
         await client.close()
 

@@ -16,6 +16,7 @@ from helpers.feed import Unit, decode_all, make_clip, psnr, read_units
 from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
+from mediaserver.snapshot import WIDTHS
 from signaling.access import ACCESS
 from signaling.app import create_app
 
@@ -23,6 +24,7 @@ CAMERAS: list[dict[str, Any]] = [
     {"id": "cam1", "name": "Gate", "district": "Jung-gu", "lat": 37.56, "lon": 126.97, "codec": "h264"},
     {"id": "far", "name": "Far away", "district": "Nowon-gu", "lat": 37.65, "lon": 127.06, "codec": "h264"},
     {"id": "dark", "name": "Not streaming yet", "district": "Jung-gu", "lat": 37.5601, "lon": 126.9701},
+    {"id": "ghost", "name": "Registered, on no worker", "district": "Jung-gu", "lat": 37.5602, "lon": 126.9702},
 ]  # fmt: skip
 
 
@@ -33,7 +35,7 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> list[Unit]:
 
 @pytest.fixture
 async def served(units: list[Unit]) -> AsyncIterator[tuple[TestClient[Any, Any], Egress, str]]:
-    hubs = {c["id"]: Hub(c["id"]) for c in CAMERAS}
+    hubs = {c["id"]: Hub(c["id"]) for c in CAMERAS if c["id"] != "ghost"}
     for unit in units[:30]:  # mid-GOP: the snapshot is frame 29, not the keyframe
         hubs["cam1"].publish(unit)
         hubs["far"].publish(unit)
@@ -101,10 +103,23 @@ async def test_snapshot_is_authorised_like_a_view(served: tuple[TestClient[Any, 
     assert res.status == 401
     res = await snapshot(client, token, camera="far")  # outside the incident's scope
     assert res.status == 403 and "scope" in (await res.json())["error"]
-    res = await snapshot(client, token, camera="nope")
+    res = await snapshot(client, token, camera="nope")  # unknown: 403 like any id out of scope, never 404
+    assert res.status == 403 and "scope" in (await res.json())["error"]
+    res = await snapshot(client, token, camera="ghost")  # in scope: the token may know it exists
     assert res.status == 404
     res = await snapshot(client, token, camera="dark")  # in scope, but no keyframe cached yet
     assert res.status == 503 and res.headers["Retry-After"] == "1"
     denied = [r for r in client.app[ACCESS].audit.all() if r["event"] == "access.denied"]
-    assert len(denied) == 3 and all("/snapshot" in r["detail"]["path"] for r in denied)
+    assert len(denied) == 4 and all("/snapshot" in r["detail"]["path"] for r in denied)
     assert egress.snapshots.rendered == 0
+
+
+async def test_distinct_widths_share_a_few_fixed_renders(served: tuple[TestClient[Any, Any], Egress, str]) -> None:
+    """30 widths must not cost 30 decodes (a cache bypass in the pool new viewers need): they are rounded up."""
+    client, egress, token = served
+    widths = list(range(100, 1300, 40))
+    results = await asyncio.gather(*(snapshot(client, token, query=f"?width={w}") for w in widths))
+    assert all(r.status == 200 for r in results)
+    assert egress.snapshots.rendered <= len(WIDTHS) + 1, egress.snapshots.rendered
+    sizes = {w: jpeg_frame(await r.read()).width for w, r in zip(widths, results, strict=True)}
+    assert sizes[100] == 160 and sizes[180] == 320 and sizes[340] == 640 and sizes[1260] == 640  # never up

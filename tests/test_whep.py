@@ -28,6 +28,7 @@ CAMERAS: list[dict[str, Any]] = [
     {"id": "cam1", "name": "Main gate", "district": "Jung-gu", "lat": 37.56, "lon": 126.97, "codec": "h264",
      "url": "rtsp://admin:secret@10.0.0.5/stream1", "password": "secret"},
     {"id": "cam265", "name": "Plaza", "district": "Jung-gu", "codec": "h265"},
+    {"id": "ghost", "name": "Registered, on no worker", "district": "Jung-gu", "lat": 37.5601, "lon": 126.9701},
 ]  # fmt: skip
 
 
@@ -99,7 +100,9 @@ async def test_full_exchange_receives_live_frames(client: TestClient[Any, Any], 
 
 async def test_offer_errors(client: TestClient[Any, Any], egress: Egress) -> None:
     sdp = await Viewer().offer()
-    res = await post_offer(client, sdp, camera="nope")
+    res = await post_offer(client, sdp, camera="nope")  # 403 before 404: a token cannot probe which ids exist
+    assert res.status == 403 and "scope" in (await res.json())["error"]
+    res = await post_offer(client, sdp, camera="ghost")  # in the incident's scope, on no worker
     assert res.status == 404 and "unknown camera" in (await res.json())["error"]
 
     res = await client.post("/whep/cam1", data=sdp, headers={"Content-Type": "text/plain"})
@@ -156,8 +159,8 @@ async def test_cors(client: TestClient[Any, Any]) -> None:
     res = await post_offer(client, await Viewer().offer(), Origin=ALLOWED)
     assert res.status == 201 and res.headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "Location" in res.headers["Access-Control-Expose-Headers"]
-    res = await post_offer(client, "garbage", camera="nope", Origin=ALLOWED)
-    assert res.status == 404 and res.headers["Access-Control-Allow-Origin"] == ALLOWED
+    res = await post_offer(client, "garbage", camera="nope", Origin=ALLOWED)  # a refusal carries CORS headers too
+    assert res.status == 403 and res.headers["Access-Control-Allow-Origin"] == ALLOWED
     res = await client.get("/api/cameras", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in res.headers
 
@@ -231,8 +234,7 @@ async def test_picture_loss_is_answered_and_a_closed_peer_ends_its_session(
     await wait_until(lambda: hub is not None and len(hub.gop()) >= 3)  # mid-GOP: the answer is a bridge IDR
     keyframes, bridged = session.feed.keyframes, session.feed.bridged
 
-    assert session.sender.sender is not None
-    session.sender.sender._send_keyframe()  # what aiortc does on a viewer's PLI/FIR
+    session.pc.getTransceivers()[0].sender._send_keyframe()  # what aiortc does on a viewer's PLI/FIR
     assert session.sender.group is None  # out of the fan-out, back to its own feed
     await wait_until(lambda: session.feed.bridged > bridged)
     assert session.feed.keyframes > keyframes  # an IDR of the newest frame, from the cache

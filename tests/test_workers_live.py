@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers.access import FAST, agency, auth, incident_around
+from helpers.access import FAST, admin, agency, auth, incident_around
 from helpers.serve_process import serve, wait_ready
 
 from mediaserver.cluster.hashring import worker_index, worker_ring
@@ -51,8 +51,8 @@ async def _no_sessions(session_id: str) -> None:
 
 
 class Server:
-    def __init__(self, base: str, db: str, proc: subprocess.Popen[bytes], token: str) -> None:
-        self.base, self.db, self.proc, self.token = base, db, proc, token
+    def __init__(self, base: str, db: str, proc: subprocess.Popen[bytes], token: str, admin: dict[str, str]) -> None:
+        self.base, self.db, self.proc, self.token, self.admin = base, db, proc, token, admin
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, h264_camera: str) -> Iterat
     client, _ = agency(access)
     incident = incident_around(access, client, LON, LAT, 50, nearest=20)  # also opens cameras added later
     token = access.issue_stream_token(incident, client, "officer kim", None, "127.0.0.1")[0]
+    city = admin(access)  # resizing the workers is for the city's video admins
     access.close()
     with serve(db, tmp / "server.log") as (base, proc):
-        yield Server(base, db, proc, token)
+        yield Server(base, db, proc, token, city)
 
 
 @pytest.fixture
@@ -181,8 +182,8 @@ async def test_a_dead_workers_cameras_are_worker_down_not_missing(server: Server
     assert values['goldentime_cameras{state="streaming"}'] == len(CAMERAS)
 
 
-async def resize(http: aiohttp.ClientSession, count: int) -> dict[str, Any]:
-    async with http.post("/ops/workers", json={"count": count}) as res:
+async def resize(http: aiohttp.ClientSession, count: int, admin: dict[str, str]) -> dict[str, Any]:
+    async with http.post("/ops/workers", json={"count": count}, headers=admin) as res:
         assert res.status == 200, await res.text()
         return dict(await res.json())
 
@@ -202,9 +203,12 @@ async def watch(http: aiohttp.ClientSession, ids: list[str], stop: asyncio.Event
 async def test_adding_and_removing_a_worker_moves_only_its_share_without_a_gap(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post("/ops/workers", json={"count": 3}, headers={"Origin": "http://evil.example"}) as res:
+    async with http.post("/ops/workers", json={"count": 3}) as res:
+        assert res.status == 401  # a stream token is no admin credential (the review resized with none)
+    evil = {**server.admin, "Origin": "http://evil.example"}
+    async with http.post("/ops/workers", json={"count": 3}, headers=evil) as res:
         assert res.status == 403  # a web page can't resize the server
-    async with http.post("/ops/workers", data="count=3") as res:
+    async with http.post("/ops/workers", data="count=3", headers=server.admin) as res:
         assert res.status == 403
     before = {cid: (await status(http, cid))[1] for cid in CAMERAS}
     movers = [cid for cid in CAMERAS if worker_index(worker_ring(3), cid) == 2]
@@ -212,7 +216,7 @@ async def test_adding_and_removing_a_worker_moves_only_its_share_without_a_gap(
 
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(http, CAMERAS, stop))
-    grown = await resize(http, 3)
+    grown = await resize(http, 3, server.admin)
     stop.set()
     assert await watcher == []  # every camera had a live picture at every look during the handover
     print(f"2 -> 3 workers: {grown['moved']} cameras moved, handover {grown['handover_s']} s")
@@ -229,7 +233,7 @@ async def test_adding_and_removing_a_worker_moves_only_its_share_without_a_gap(
 
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(http, CAMERAS, stop))
-    shrunk = await resize(http, 2)
+    shrunk = await resize(http, 2, server.admin)
     stop.set()
     assert await watcher == []
     assert shrunk["moved"] == 2 and len(await ops_workers(http)) == 2

@@ -27,8 +27,9 @@ from mediaserver.cluster.supervisor import Supervisor
 from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.registry import Registry
 from mediaserver.worker import Worker, WorkerSettings
-from signaling.access import ACCESS
+from signaling.access import ACCESS, AccessSettings
 from signaling.app import create_app
+from signaling.edge import LOOPBACK_HOSTS, EdgeSettings
 from signaling.ops_api import OpsSettings
 
 log = logging.getLogger("goldentime.server")
@@ -47,6 +48,17 @@ class ServerSettings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     workers: int = 0  # 0 or 1: in-process; N >= 2: N worker processes (the CLI defaults to one per core)
     metrics_allow: list[str] = field(default_factory=lambda: list(OpsSettings().metrics_allow))
+    allowed_hosts: list[str] | None = None  # Host values answered (None: default_hosts(host, port))
+    trusted_proxies: list[str] = field(default_factory=list)  # CIDRs whose X-Forwarded-For is believed
+    access: AccessSettings = field(default_factory=AccessSettings)
+
+
+def default_hosts(host: str, port: int) -> list[str]:
+    """The --http address and the loopback names, at the served port (any port when it is chosen at bind)."""
+    names = [*LOOPBACK_HOSTS]
+    if host not in ("0.0.0.0", "::", ""):  # a wildcard bind has no name: --allowed-hosts lists the real ones
+        names.append(f"[{host}]" if ":" in host else host)
+    return [f"{n}:{port}" if port else n for n in dict.fromkeys(names)]
 
 
 def parse_http(value: str) -> tuple[str, int]:
@@ -109,9 +121,12 @@ async def start(settings: ServerSettings) -> Front:
         return [{**c, **ops.live(str(c["id"]))} for c in sync.public()]
 
     ops_settings = OpsSettings(metrics_allow=settings.metrics_allow, front_name=front_name)
+    hosts = settings.allowed_hosts or default_hosts(settings.host, settings.port)
+    edge = EdgeSettings(allowed_hosts=hosts, trusted_proxies=settings.trusted_proxies)
     app = create_app(
-        sessions, camera_list, cors_origins=settings.cors_origins, db=settings.db, ops=ops, ops_settings=ops_settings
-    )
+        sessions, camera_list, cors_origins=settings.cors_origins, db=settings.db, access=settings.access, ops=ops,
+        ops_settings=ops_settings, edge=edge,
+    )  # fmt: skip
     sync.sinks.append(ops)
     sync.listeners.append(app[ACCESS].refresh_cameras)  # a new camera is in an incident's scope at once
     sync.start()

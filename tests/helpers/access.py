@@ -6,6 +6,7 @@ valid token in one line; the HTTP paths themselves are tested in test_incident_a
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -47,3 +48,13 @@ def grant(access: Access, camera: dict[str, Any], operator: str = "officer kim",
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def admin(access: Access) -> dict[str, str]:
+    """Basic credentials of a new city video admin (role `admin`: ops calls, every camera)."""
+    client, secret = access.add_client("city-video", "city video admin", "admin")
+    return basic(client.client_id, secret)
