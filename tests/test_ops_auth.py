@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from helpers.access import FAST, admin, agency, auth, basic
 
+from mediaserver.cli.commands import _parser, _settings, main
 from mediaserver.cli.serve import default_hosts
 from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
-from signaling.access import ACCESS
+from signaling.access import ACCESS, offline
 from signaling.app import create_app
 from signaling.edge import EdgeSettings, forwarded_client, host_allowed, split_host
 from signaling.ops_api import OpsSettings
@@ -147,3 +150,24 @@ def test_host_and_forwarded_parsing() -> None:
     assert forwarded_client("10.0.0.1", "", proxies) is None
     assert default_hosts("127.0.0.1", 8080) == ["localhost:8080", "127.0.0.1:8080", "[::1]:8080"]
     assert default_hosts("cctv.local", 80)[-1] == "cctv.local:80" and default_hosts("0.0.0.0", 80)[-1] == "[::1]:80"
+
+
+def test_the_cli_makes_admins_and_reads_the_edge_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "gt.db")
+    assert main(["clients", "add", "--db", db, "--agency", "city-video", "--name", "ops desk", "--role", "admin",
+                 "--json"]) == 0  # fmt: skip
+    made = json.loads(capsys.readouterr().out)
+    access = offline(db)
+    try:
+        found = access.clients.authenticate(made["client_id"], made["client_secret"])
+        assert found is not None and found.is_admin
+    finally:
+        access.close()
+    options = "serve --http 127.0.0.1:9000 --allowed-hosts cctv.example,[::1]:9000"
+    options += " --trusted-proxies 10.0.0.0/8,192.0.2.1/32 --sessions-per-token 8"
+    args = _parser().parse_args(options.split())
+    settings = _settings(args)
+    assert settings.allowed_hosts == ["cctv.example", "[::1]:9000"]
+    assert settings.trusted_proxies == ["10.0.0.0/8", "192.0.2.1/32"]
+    assert settings.access.quotas.sessions_per_token == 8 and settings.access.quotas.sessions_per_client == 256
+    assert _settings(_parser().parse_args(["serve"])).allowed_hosts is None  # default_hosts at start
