@@ -1,7 +1,9 @@
 """Camera registry (SQLite): where each camera is and how to reach it.
 
 Credentials are stored apart from the URL and never leave the server: `Camera.public()` is the only shape
-that APIs and pages see.
+that APIs and pages see. Passwords are sealed at rest under the operator's master key (mediaserver/secret_box.py,
+purpose "camera-credentials"): the row holds `$gtbox1$...`, the `Camera` a worker reads holds the clear password.
+Rows still in clear (older databases, plain SQL) are sealed when a registry opens. The file is 0600.
 
 Changes are tracked in the database itself, so a running server picks up what any process writes (the
 `mediaserver cameras add/import` CLI, a script with plain SQL): triggers give every inserted or changed row
@@ -20,6 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from mediaserver import private_files, secret_box
+from mediaserver.secret_box import SealedColumn, SecretBox
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cameras (
@@ -66,6 +71,10 @@ END;
 """
 
 CSV_REQUIRED = ("id", "name", "district", "lat", "lon", "url")
+# Deterministic sealing: an unchanged camera re-imported seals to the same text, so it writes nothing.
+PASSWORD = SealedColumn("cameras", "id", "password", "camera-credentials", deterministic=True)
+SEALED_COLUMNS = (PASSWORD,)
+_PASSWORD_AT = FIELDS.index("password")
 
 
 class RegistryError(ValueError):
@@ -156,13 +165,32 @@ class Changes:
 class Registry:
     """The camera table. One connection per process; all calls are short and synchronous."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, box: SecretBox | None = None) -> None:
+        """`box`: the master key (default: the one configured for this database, see secret_box.load)."""
         self.path = str(path)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = private_files.connect(self.path)
         self._db.executescript(SCHEMA)
         self._add_rev_column()
         self._db.executescript(TRACKING)
+        self._box = box or secret_box.load(self.path)
+        self._box.bind(self._db)
+        with self._db:
+            PASSWORD.seal_clear_rows(self._db, self._box)
+
+    def _row(self, camera: Camera) -> tuple[object, ...]:
+        row = [getattr(camera, f) for f in FIELDS]
+        if camera.password is not None:
+            row[_PASSWORD_AT] = PASSWORD.seal(self._box, camera.id, camera.password)
+        return tuple(row)
+
+    def _camera(self, row: tuple[object, ...]) -> Camera:
+        """A row as the worker needs it: the password opened (a row written in clear by plain SQL reads as is)."""
+        password = row[_PASSWORD_AT]
+        if secret_box.is_sealed(password):
+            fields = list(row)
+            fields[_PASSWORD_AT] = PASSWORD.open(self._box, str(row[0]), str(password))
+            row = tuple(fields)
+        return Camera(*row)  # type: ignore[arg-type]
 
     def _add_rev_column(self) -> None:
         """Databases made before change tracking have no `rev` column (two processes may race to add it)."""
@@ -179,7 +207,7 @@ class Registry:
         self._db.close()
 
     def upsert(self, cameras: Iterable[Camera]) -> int:
-        rows = [tuple(getattr(c, f) for f in FIELDS) for c in cameras]
+        rows = [self._row(c) for c in cameras]
         changed = ", ".join(f"{f}=excluded.{f}" for f in FIELDS[1:])
         differs = f"({', '.join(FIELDS[1:])}) IS NOT ({', '.join('excluded.' + f for f in FIELDS[1:])})"
         with self._db:
@@ -199,7 +227,7 @@ class Registry:
 
     def get(self, camera_id: str) -> Camera | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM cameras WHERE id=?", (camera_id,)).fetchone()
-        return Camera(*row) if row else None
+        return self._camera(row) if row else None
 
     def get_many(self, camera_ids: Iterable[str]) -> dict[str, Camera]:
         """The cameras among these ids that exist (ids not registered are simply absent)."""
@@ -208,7 +236,7 @@ class Registry:
         for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             query = f"SELECT {_COLUMNS} FROM cameras WHERE id IN ({','.join('?' * len(chunk))})"
-            found.update((row[0], Camera(*row)) for row in self._db.execute(query, chunk))
+            found.update((row[0], self._camera(row)) for row in self._db.execute(query, chunk))
         return found
 
     def revision(self) -> int:
@@ -227,12 +255,12 @@ class Registry:
             if revision == since:
                 return Changes(revision, [], [])
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM cameras WHERE rev > ? ORDER BY rev", (since,))
-            changed = [Camera(*row) for row in rows]
+            changed = [self._camera(row) for row in rows]
             removed = [row[0] for row in self._db.execute("SELECT id FROM camera_removed WHERE rev > ?", (since,))]
         return Changes(revision, changed, removed)
 
     def list(self) -> list[Camera]:
-        return [Camera(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM cameras ORDER BY id")]
+        return [self._camera(row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM cameras ORDER BY id")]
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM cameras").fetchone()[0])

@@ -81,6 +81,10 @@ EVENTS = (
     "incident.updated",
     "incident.closed",
     "client.added",
+    "client.disabled",  # signaling/clients.py: disable, enable, secret rotation
+    "client.enabled",
+    "client.rotated",
+    "key.master_rotated",  # mediaserver/secret_box.py: secrets resealed under a new master key
     "key.rotated",
 )
 FIELDS = (

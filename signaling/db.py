@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mediaserver import private_files
+
 
 def connect(path: str | Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves (see write()); check_same_thread=False because
     # the benchmark and tests may drive it from a helper thread, never concurrently.
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    # The file and its -wal/-shm are 0600: they hold sealed keys and client hashes (mediaserver/private_files.py).
+    db = private_files.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")  # a CLI `clients add` may hold the write lock briefly
-    db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
     return db
 

@@ -294,8 +294,11 @@ async def issue_token(request: web.Request) -> web.Response:
     if not incident.is_open():
         raise access.deny(request, 403, "incident closed", incident.closed_reason or "window ended",
                           client_id=client.client_id, agency=client.agency, incident=incident.id)  # fmt: skip
-    if not isinstance(body, dict) or set(body) - {"operator", "ttl_s"}:
-        raise bad_request("body", 'expected {"operator": "...", "ttl_s"?: seconds}')
+    if not isinstance(body, dict) or set(body) - {"operator", "ttl_s", "single_use"}:
+        raise bad_request("body", 'expected {"operator": "...", "ttl_s"?: seconds, "single_use"?: true}')
+    single_use = body.get("single_use", False)
+    if not isinstance(single_use, bool):
+        raise bad_request("single_use", "true (the token opens one view only) or false")
     operator = body.get("operator")
     if not isinstance(operator, str) or not 0 < len(operator.strip()) <= 128:
         raise bad_request("operator", "required: who will watch (1-128 characters)")
@@ -303,7 +306,9 @@ async def issue_token(request: web.Request) -> web.Response:
     max_ttl = access.settings.tokens.max_ttl_s
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 10 <= ttl <= max_ttl):
         raise bad_request("ttl_s", f"an integer between 10 and {max_ttl}")
-    token, claims, hits = access.issue_stream_token(incident, client, operator.strip(), ttl, request.remote)
+    token, claims, hits = access.issue_stream_token(
+        incident, client, operator.strip(), ttl, request.remote, single_use
+    )
     return web.json_response(
         {"token": token, "token_type": "Bearer", "jti": claims["jti"], "expires_at": rfc3339(claims["exp"]),
          "incident": incident.id, "cameras": camera_list(request, hits)},

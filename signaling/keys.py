@@ -8,8 +8,11 @@ A key lives through three states:
 call to `signing_key()` after that promotes it and retires the previous active key. The very first key is
 active at once: no token exists yet, so there is nothing to publish ahead of.
 
-Private keys stay in the server's database (PKCS#8 PEM); parsed keys are cached by `kid` so verification
-never parses PEM on the hot path. Other processes (the CLI) may rotate: `refresh()` rereads the table.
+Private keys are in the server's database only sealed (PKCS#8 PEM, AES-256-GCM under the operator's master
+key, purpose "signing-keys", bound to the kid: mediaserver/secret_box.py), so a copy of the database alone
+cannot sign; keys stored in clear by older versions are sealed when the store opens. Parsed keys are cached by
+`kid` so verification never parses PEM on the hot path. Other processes (the CLI) may rotate: `refresh()`
+rereads the table.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from mediaserver import secret_box
+from mediaserver.secret_box import SealedColumn, SecretBox
 from signaling.db import write
 
 SCHEMA = """
@@ -39,6 +44,9 @@ CREATE TABLE IF NOT EXISTS signing_keys (
 );
 """
 
+PRIVATE = SealedColumn("signing_keys", "kid", "private_pem", "signing-keys")
+SEALED_COLUMNS = (PRIVATE,)
+KID_LEN = 16  # base64url of 12 bytes of the public key's SHA-256 (new_private_key)
 PUBLISH_AHEAD_S = 300.0  # how long a new key is in the JWKS before it signs
 REFRESH_S = 5.0  # how often a server rereads the table (a CLI may have rotated)
 
@@ -70,12 +78,23 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 class KeyStore:
-    def __init__(self, db: sqlite3.Connection, publish_ahead_s: float = PUBLISH_AHEAD_S, retain_s: float = 3700.0):
-        """`retain_s`: how long a retired key stays published (the longest token lifetime plus leeway)."""
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        publish_ahead_s: float = PUBLISH_AHEAD_S,
+        retain_s: float = 3700.0,
+        box: SecretBox | None = None,
+    ) -> None:
+        """`retain_s`: how long a retired key stays published (the longest token lifetime plus leeway);
+        `box`: the master key (default: the one configured for this database file)."""
         self.db = db
         self.publish_ahead_s = publish_ahead_s
         self.retain_s = retain_s
+        self.box = box or secret_box.for_connection(db)
         db.executescript(SCHEMA)
+        self.box.bind(db)
+        with write(db):
+            PRIVATE.seal_clear_rows(db, self.box)
         self._keys: dict[str, SigningKey] = {}
         self._public: dict[str, ec.EllipticCurvePublicKey] = {}
         self._loaded_at = 0.0
@@ -84,14 +103,19 @@ class KeyStore:
     def refresh(self) -> None:
         rows = self.db.execute("SELECT kid, private_pem, state, activate_at, retired_at FROM signing_keys").fetchall()
         keys: dict[str, SigningKey] = {}
-        for kid, pem, state, activate_at, retired_at in rows:
+        for kid, sealed, state, activate_at, retired_at in rows:
             cached = self._keys.get(kid)
-            private = cached.private if cached else serialization.load_pem_private_key(pem.encode(), None)
-            assert isinstance(private, ec.EllipticCurvePrivateKey)
+            private = cached.private if cached else self._open(kid, sealed)
             keys[kid] = SigningKey(kid, private, state, activate_at, retired_at)
         self._keys = keys
         self._public = {kid: k.public for kid, k in keys.items() if self._published(k, time.time())}
         self._loaded_at = time.monotonic()
+
+    def _open(self, kid: str, sealed: str) -> ec.EllipticCurvePrivateKey:
+        pem = PRIVATE.open(self.box, kid, sealed) if secret_box.is_sealed(sealed) else sealed
+        private = serialization.load_pem_private_key(pem.encode(), None)
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        return private
 
     def _maybe_refresh(self) -> None:
         if time.monotonic() - self._loaded_at > REFRESH_S:
@@ -111,7 +135,7 @@ class KeyStore:
             state, activate_at = ("next", now + ahead) if has_active else ("active", now)
             self.db.execute(
                 "INSERT INTO signing_keys (kid, private_pem, state, created_at, activate_at) VALUES (?,?,?,?,?)",
-                (kid, _pem(private), state, now, activate_at),
+                (kid, PRIVATE.seal(self.box, kid, _pem(private)), state, now, activate_at),
             )
         self.refresh()
         return self._keys[kid]

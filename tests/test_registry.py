@@ -72,7 +72,9 @@ def test_cli_import_add_list_never_prints_credentials(tmp_path: Path, capsys: py
     out = capsys.readouterr().out
     assert "x1\tHall" in out and "x2\tGate" in out and "hunter2" not in out
     row = sqlite3.connect(db).execute("SELECT url, password FROM cameras WHERE id='x1'").fetchone()
-    assert row == ("rtsp://h/x", "hunter2")
+    assert row[0] == "rtsp://h/x" and row[1].startswith("$gtbox1$") and "hunter2" not in row[1]  # sealed at rest
+    camera = Registry(db).get("x1")
+    assert camera is not None and camera.password == "hunter2"  # what a worker reads
     assert main(["cameras", "add", "--db", db, "--id", "x3", "--name", "n", "--lat", "99", "--lon", "1",
                  "--url", "rtsp://h/"]) == 2  # fmt: skip
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from mediaserver.bridge import START_POLICIES
 from mediaserver.registry import Registry, RegistryError, import_csv, make_camera
 from mediaserver.rtsp.batch_reader import IDLE_READ_MS
+from mediaserver.secret_box import ENV_KEY_FILE, SecretBoxError, use_key_file
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
@@ -28,9 +29,11 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "key_file", None):
+        use_key_file(args.key_file)  # this process and the workers it starts
     try:
         return int(args.func(args) or 0)
-    except RegistryError as e:
+    except (RegistryError, SecretBoxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -71,7 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     _clients_commands(commands)
     _keys_commands(commands)
     _audit_commands(commands)
+    _key_file_options(parser)
     return parser
+
+
+def _key_file_options(parser: argparse.ArgumentParser) -> None:
+    """`--key-file` on every command that opens a database (mediaserver/secret_box.py)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _key_file_options(sub)
+    if any("--db" in a.option_strings for a in parser._actions):
+        parser.add_argument("--key-file", type=Path, help=f"the master key sealing the database's secrets (default: "
+                            f"${ENV_KEY_FILE}, else <db>.key, generated on first use)")  # fmt: skip
 
 
 def _clients_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,6 +102,18 @@ def _clients_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     ls = actions.add_parser("list", help="list clients (secrets are never shown)")
     ls.add_argument("--db", default="goldentime.db")
     ls.set_defaults(func=_clients_list)
+    for name, what in (("disable", "refuse its credentials and tokens; its live views end within a second"),
+                       ("enable", "let a disabled client in again")):  # fmt: skip
+        toggle = actions.add_parser(name, help=what)
+        toggle.add_argument("--db", default="goldentime.db")
+        toggle.add_argument("client_id")
+        toggle.set_defaults(func=_clients_toggle, disabled=name == "disable")
+    rotate = actions.add_parser("rotate", help="a new client secret, printed once; the old one stops working")
+    rotate.add_argument("--db", default="goldentime.db")
+    rotate.add_argument("client_id")
+    rotate.add_argument("--revoke-tokens", action="store_true", help="also revoke its tokens (their views end)")
+    rotate.add_argument("--json", action="store_true", help='print {"client_id": ..., "client_secret": ...}')
+    rotate.set_defaults(func=_clients_rotate)
 
 
 def _keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +125,12 @@ def _keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     ls = keys.add_parser("list", help="list keys and their states (no private material)")
     ls.add_argument("--db", default="goldentime.db")
     ls.set_defaults(func=_keys_list)
+    master = keys.add_parser(
+        "rotate-master", help="reseal signing keys and camera credentials under a new master key (server stopped)"
+    )
+    master.add_argument("--db", default="goldentime.db")
+    master.add_argument("--new-key-file", type=Path, required=True, help="the new key (created 0600 if missing)")
+    master.set_defaults(func=_keys_rotate_master)
 
 
 def _audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -254,6 +287,64 @@ def _clients_list(args: argparse.Namespace) -> int:
     with _access(args.db) as access:
         for c in access.clients.list():
             print(f"{c.client_id}\t{c.agency}\t{c.role}\t{c.name}")
+    return 0
+
+
+def _clients_toggle(args: argparse.Namespace) -> int:
+    import asyncio
+
+    with _access(args.db) as access:
+        ended = asyncio.run(access.set_client_disabled(args.client_id, args.disabled, operator="cli"))
+    if ended is None:
+        print(f"error: no client {args.client_id}", file=sys.stderr)
+        return 2
+    state = "disabled: its tokens are refused and a running server ends its views" if args.disabled else "enabled"
+    print(f"{args.client_id} {state}")
+    return 0
+
+
+def _clients_rotate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    with _access(args.db) as access:
+        rotated = asyncio.run(access.rotate_client_secret(args.client_id, args.revoke_tokens, operator="cli"))
+    if rotated is None:
+        print(f"error: no client {args.client_id}", file=sys.stderr)
+        return 2
+    secret, revoked = rotated
+    if args.json:
+        print(json.dumps({"client_id": args.client_id, "client_secret": secret, "tokens_revoked": revoked}))
+    else:
+        print(f"client_id:     {args.client_id}\nclient_secret: {secret}\n(the secret is shown only now; "
+              f"the old one no longer works; {revoked} token(s) revoked)")  # fmt: skip
+    return 0
+
+
+def _keys_rotate_master(args: argparse.Namespace) -> int:
+    from mediaserver import private_files, secret_box
+    from mediaserver.registry import SEALED_COLUMNS as CAMERA_SECRETS
+    from signaling.keys import SEALED_COLUMNS as KEY_SECRETS
+
+    old = secret_box.load(args.db)
+    created = secret_box.new_key_file(args.new_key_file)
+    new = secret_box.read_key_file(args.new_key_file)
+    if new.key_id == old.key_id:
+        print("error: the new key file holds the current master key", file=sys.stderr)
+        return 2
+    db = private_files.connect(args.db, isolation_level=None)
+    try:
+        count = secret_box.rotate_master(db, old, new, [*KEY_SECRETS, *CAMERA_SECRETS])
+    finally:
+        db.close()
+    use_key_file(args.new_key_file)
+    with _access(args.db) as access:
+        access.audit.append("key.master_rotated", operator="cli",
+                            detail={"from": old.key_id, "to": new.key_id, "values": count})  # fmt: skip
+    made = "created " if created else ""
+    print(
+        f"resealed {count} secret(s) under {made}{args.new_key_file} (key {new.key_id}, was {old.key_id}); start "
+        f"the server with --key-file {args.new_key_file} (or {ENV_KEY_FILE}) and destroy the old key's copies"
+    )
     return 0
 
 
