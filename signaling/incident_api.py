@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -37,10 +36,10 @@ from mediaserver.cluster.worker_client import WorkerClient
 from signaling.access import ACCESS, Access, AccessSettings, Denied
 from signaling.audit import EVENTS
 from signaling.clients import Client
-from signaling.incidents import Incident, ValidationError, parse_create, parse_patch, rfc3339
+from signaling.incidents import OWNER_FIELDS, Incident, ValidationError, parse_create, parse_patch, rfc3339
+from signaling.json_body import read_json
 from signaling.tokens import TokenError
 
-MAX_JSON = 512 * 1024  # an incident with a 256 KiB photo in base64
 MAX_AUDIT_ROWS = 10_000
 
 
@@ -92,22 +91,8 @@ def add_routes(app: web.Application) -> None:
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
-def bad_request(field: str, message: str, status: int = 400) -> web.HTTPException:
+def bad_request(field: str, message: str, status: int = 400) -> Denied:
     return Denied(status, message, "", field)
-
-
-async def read_json(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise Denied(415, "unsupported media type", "expected Content-Type: application/json", "body")
-    if (request.content_length or 0) > MAX_JSON:
-        raise Denied(413, "request body too large", f"at most {MAX_JSON} bytes", "body")
-    raw = await request.content.read(MAX_JSON + 1)
-    if len(raw) > MAX_JSON:
-        raise Denied(413, "request body too large", f"at most {MAX_JSON} bytes", "body")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise bad_request("body", f"not valid JSON: {exc}") from None
 
 
 def operator_of(request: web.Request) -> str | None:
@@ -148,9 +133,9 @@ def _basic(value: str) -> tuple[str, str]:
 
 async def agency_client(request: web.Request) -> Client:
     client = await authenticate(request)
-    if client.is_auditor:
+    if client.role != "agency":  # auditors read the audit log; admins run the server
         raise request.app[ACCESS].deny(
-            request, 403, "auditors cannot act on incidents", client_id=client.client_id, agency=client.agency
+            request, 403, f"{client.role}s cannot act on incidents", client_id=client.client_id, agency=client.agency
         )
     return client
 
@@ -219,9 +204,10 @@ async def create_incident(request: web.Request) -> web.Response:
     client = await agency_client(request)
     body = await read_json(request)
     try:
-        spec = parse_create(body)
+        spec = parse_create(body, max_window_s=access.incidents.max_window_s)
     except ValidationError as exc:
         raise bad_request(exc.field, exc.message) from None
+    await access.incidents.prepare(spec)  # a large geometry's scope, off the event loop
     incident = access.create_incident(spec, client, operator_of(request), request.remote)
     doc = incident_doc(access, incident)
     return web.json_response(doc, status=201, headers={"Location": f"/api/incidents/{incident.id}"})
@@ -242,16 +228,20 @@ async def patch_incident(request: web.Request) -> web.Response:
     access = request.app[ACCESS]
     client = await agency_client(request)
     body = await read_json(request)
-    incident = load_incident(request, client, "change who it is shared with" if "shared_with" in body else None)
+    owners = [OWNER_ACTIONS[f] for f in OWNER_FIELDS if isinstance(body, dict) and f in body]
+    incident = load_incident(request, client, " and ".join(owners) or None)
     if not incident.is_open():
         raise Denied(409, "incident closed", incident.closed_reason or "")
     try:
-        changes = parse_patch(body, incident)
+        changes = parse_patch(body, incident, max_window_s=access.incidents.max_window_s)
     except ValidationError as exc:
         raise bad_request(exc.field, exc.message) from None
     updated = access.update_incident(incident, changes, client, operator_of(request), request.remote)
     await access.sweep()  # a moved point or a shorter share list takes views away now, not at the next tick
     return web.json_response(incident_doc(access, updated))
+
+
+OWNER_ACTIONS = {"geometry": "move it", "until": "change its window", "shared_with": "change who it is shared with"}
 
 
 async def close_incident(request: web.Request) -> web.Response:
@@ -306,9 +296,7 @@ async def issue_token(request: web.Request) -> web.Response:
     max_ttl = access.settings.tokens.max_ttl_s
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 10 <= ttl <= max_ttl):
         raise bad_request("ttl_s", f"an integer between 10 and {max_ttl}")
-    token, claims, hits = access.issue_stream_token(
-        incident, client, operator.strip(), ttl, request.remote, single_use
-    )
+    token, claims, hits = access.issue_stream_token(incident, client, operator.strip(), ttl, request.remote, single_use)
     return web.json_response(
         {"token": token, "token_type": "Bearer", "jti": claims["jti"], "expires_at": rfc3339(claims["exp"]),
          "incident": incident.id, "cameras": camera_list(request, hits)},

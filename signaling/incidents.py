@@ -7,10 +7,22 @@ server from the geometry and is cached here; it is recomputed when the geometry 
 person's latest position) or the camera index is rebuilt.
 
 Validation errors name the field (`ValidationError.field`), which the API returns in its 400 body.
+
+Limits that keep one request from costing the server seconds (the scope is computed over every camera):
+a geometry has at most MAX_VERTICES positions in all, a Polygon at most MAX_RINGS rings, its JSON at most
+MAX_GEOMETRY_BYTES, its bounding box at most MAX_EXTENT_M on a side and its length (a route's, or all of a
+polygon's rings together) at most MAX_LENGTH_M.
+
+Only the owning agency extends the window, changes who it is shared with, or moves the point; the window
+never reaches past `created_at + max_window_s` (Incidents' setting, default MAX_WINDOW_S). A moving point
+(a vulnerable person's phone) moves at most MOVE_SLACK_M (one cell-tower fix's error) plus MAX_SPEED_MPS
+(a car on an urban expressway) times the seconds since its last move: a wild jump is refused (400), the
+app sends the intermediate fix or opens a new incident. `audit_changes` records old and new values.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -24,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from signaling.db import write
-from signaling.scope import Hit, ScopeIndex
+from signaling.scope import CameraIndex, Hit, ScopeIndex, footprint
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -54,11 +66,17 @@ POLICY: dict[str, tuple[float, int, tuple[str, ...]]] = {
     "vulnerable": (300.0, 6, ("Point",)),
 }
 MAX_RADIUS_M = 5000.0
-MAX_BUFFER_M = 1000.0
+MAX_BUFFER_M = 500.0  # a 1 km corridor; wider, a 1,000-position route costs the scope tens of ms
 DEFAULT_BUFFER_M = 100.0
 MAX_NEAREST = 500
-MAX_WINDOW_S = 72 * 3600  # an incident is not a standing permission
-MAX_POSITIONS = 2000
+MAX_WINDOW_S = 24 * 3600  # from creation, extensions included: an incident is not a standing permission
+MAX_VERTICES = 1000
+MAX_RINGS = 16
+MAX_GEOMETRY_BYTES = 64 * 1024
+MAX_EXTENT_M = 50_000.0  # Seoul is ~37 km across
+MAX_LENGTH_M = 100_000.0
+MOVE_SLACK_M = 2000.0
+MAX_SPEED_MPS = 50.0  # 180 km/h
 MAX_PHOTO_BYTES = 256 * 1024
 PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp")
 AGENCY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -94,6 +112,7 @@ class Incident:
     closed_at: float | None = None
     closed_reason: str | None = None
     photo_bytes: int = 0
+    moved_at: float | None = None  # the last move of a moving point (None: never moved)
 
     @property
     def agencies(self) -> frozenset[str]:
@@ -103,7 +122,7 @@ class Incident:
         return self.status == "active" and self.until > (time.time() if now is None else now)
 
     def public(self) -> dict[str, Any]:
-        doc = {k: v for k, v in asdict(self).items() if k not in ("photo_bytes",)}
+        doc = {k: v for k, v in asdict(self).items() if k not in ("photo_bytes", "moved_at")}
         doc["shared_with"] = list(self.shared_with)
         doc["until"] = rfc3339(self.until)
         for key in ("created_at", "updated_at", "closed_at"):
@@ -130,7 +149,8 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
     return float(value)
 
 
-def parse_until(value: Any, now: float) -> float:
+def parse_until(value: Any, now: float, latest: float) -> float:
+    """`latest`: the end of the longest window the incident may have (its creation + the maximum window)."""
     if not isinstance(value, str):
         raise ValidationError("until", "required: an RFC 3339 time with a timezone, e.g. 2026-11-05T18:00:00+09:00")
     try:
@@ -142,8 +162,8 @@ def parse_until(value: Any, now: float) -> float:
     ts = when.timestamp()
     if ts <= now:
         raise ValidationError("until", "must be in the future")
-    if ts > now + MAX_WINDOW_S:
-        raise ValidationError("until", f"at most {MAX_WINDOW_S // 3600} hours ahead")
+    if ts > latest:
+        raise ValidationError("until", f"at most {rfc3339(latest)}: an incident lasts at most the maximum window")
     return ts
 
 
@@ -161,30 +181,66 @@ def _finite(v: Any) -> bool:
 
 
 def _positions(value: Any, name: str, minimum: int) -> list[list[float]]:
-    if not isinstance(value, list) or not minimum <= len(value) <= MAX_POSITIONS:
-        raise ValidationError(name, f"a list of {minimum} to {MAX_POSITIONS} [lon, lat] positions")
+    if not isinstance(value, list) or not minimum <= len(value) <= MAX_VERTICES:
+        raise ValidationError(name, f"a list of {minimum} to {MAX_VERTICES} [lon, lat] positions")
     return [_position(p, f"{name}[{i}]") for i, p in enumerate(value)]
 
 
 def parse_geometry(value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The validated geometry (only its type and coordinates). Counts are checked before positions are."""
     if not isinstance(value, dict):
         raise ValidationError("geometry", "required: a GeoJSON geometry object")
     kind = value.get("type")
     if kind not in allowed:
         raise ValidationError("geometry.type", f"must be one of {', '.join(allowed)} for this service")
-    coords = value.get("coordinates")
+    geometry = _parse_coordinates(kind, value.get("coordinates"))
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_GEOMETRY_BYTES:  # e.g. foreign members
+        raise ValidationError("geometry", f"at most {MAX_GEOMETRY_BYTES} bytes of JSON")
+    return geometry
+
+
+def _parse_coordinates(kind: str, coords: Any) -> dict[str, Any]:
     name = "geometry.coordinates"
     if kind == "Point":
         return {"type": kind, "coordinates": _position(coords, name)}
     if kind == "LineString":
-        return {"type": kind, "coordinates": _positions(coords, name, 2)}
-    if not isinstance(coords, list) or not 1 <= len(coords) <= 20:
-        raise ValidationError(name, "a Polygon is a list of 1 to 20 linear rings")
+        line = _positions(coords, name, 2)
+        _check_size([line], name, "route")
+        return {"type": kind, "coordinates": line}
+    if not isinstance(coords, list) or not 1 <= len(coords) <= MAX_RINGS:
+        raise ValidationError(name, f"a Polygon is a list of 1 to {MAX_RINGS} linear rings")
+    if sum(len(ring) if isinstance(ring, list) else 0 for ring in coords) > MAX_VERTICES:
+        raise ValidationError(name, f"at most {MAX_VERTICES} positions in all rings together")
     rings = [_positions(ring, f"{name}[{i}]", 4) for i, ring in enumerate(coords)]
     for i, ring in enumerate(rings):
         if ring[0] != ring[-1]:
             raise ValidationError(f"{name}[{i}]", "a linear ring must end where it starts")
+    _check_size(rings, name, "rings' perimeter")
     return {"type": kind, "coordinates": rings}
+
+
+def _check_size(parts: list[list[list[float]]], name: str, what: str) -> None:
+    """The bounding box and length bounds, in metres on a local plane around the geometry's first position."""
+    width, height, length = footprint(parts)
+    if max(width, height) > MAX_EXTENT_M:
+        raise ValidationError(name, f"spans {max(width, height) / 1000:.0f} km; at most {MAX_EXTENT_M / 1000:g} km")
+    if length > MAX_LENGTH_M:
+        raise ValidationError(name, f"the {what} is {length / 1000:.0f} km long; at most {MAX_LENGTH_M / 1000:g} km")
+
+
+def _step_m(a: list[float], b: list[float]) -> float:
+    return footprint([[a, b]])[2]
+
+
+def _check_move(incident: Incident, geometry: dict[str, Any], now: float) -> None:
+    since = max(0.0, now - (incident.moved_at or incident.created_at))
+    allowed = MOVE_SLACK_M + MAX_SPEED_MPS * since
+    step = _step_m(incident.geometry["coordinates"], geometry["coordinates"])
+    if step > allowed:
+        raise ValidationError(
+            "geometry", f"moved {step:.0f} m in {since:.0f} s; at most {allowed:.0f} m "
+            f"({MOVE_SLACK_M:g} m + {MAX_SPEED_MPS:g} m/s since the last move): send the fixes in between",
+        )  # fmt: skip
 
 
 def parse_shared_with(value: Any) -> tuple[str, ...]:
@@ -244,7 +300,7 @@ class Spec:
     photo: tuple[str, bytes] | None
 
 
-def parse_create(body: Any, now: float | None = None) -> Spec:
+def parse_create(body: Any, now: float | None = None, max_window_s: float = MAX_WINDOW_S) -> Spec:
     now = time.time() if now is None else now
     _unknown(body, CREATE_FIELDS)
     service = body.get("service")
@@ -260,7 +316,7 @@ def parse_create(body: Any, now: float | None = None) -> Spec:
         service=service,
         basis=_text(body, "basis", True, 500),
         shared_with=parse_shared_with(body.get("shared_with", [])),
-        until=parse_until(body.get("until"), now),
+        until=parse_until(body.get("until"), now, now + max_window_s),
         geometry=parse_geometry(body.get("geometry"), geometries),
         radius_m=_number(body, "radius_m", radius, 1, MAX_RADIUS_M),
         nearest=int(_number(body, "nearest", nearest, 1, MAX_NEAREST)),
@@ -270,9 +326,14 @@ def parse_create(body: Any, now: float | None = None) -> Spec:
     )
 
 
-def parse_patch(body: Any, incident: Incident, now: float | None = None) -> dict[str, Any]:
+OWNER_FIELDS = ("geometry", "until", "shared_with")  # moving, extending and re-sharing are the owner's
+
+
+def parse_patch(
+    body: Any, incident: Incident, now: float | None = None, max_window_s: float = MAX_WINDOW_S
+) -> dict[str, Any]:
     """The changes a PATCH asks for (validated), as Incident field values; a `photo` key carries the
-    (content_type, bytes) to store."""
+    (content_type, bytes) to store. Who may ask for them is the caller's check (OWNER_FIELDS)."""
     now = time.time() if now is None else now
     _unknown(body, PATCH_FIELDS)
     changes: dict[str, Any] = {}
@@ -280,12 +341,14 @@ def parse_patch(body: Any, incident: Incident, now: float | None = None) -> dict
         if incident.service != "vulnerable":
             raise ValidationError("geometry", "only a vulnerable-person incident moves")
         changes["geometry"] = parse_geometry(body["geometry"], ("Point",))
+        _check_move(incident, changes["geometry"], now)
+        changes["moved_at"] = now
     if "photo" in body:
         if incident.service != "vulnerable":
             raise ValidationError("photo", "only vulnerable-person incidents carry a photo")
         changes["photo"] = parse_photo(body["photo"])
     if "until" in body:
-        changes["until"] = parse_until(body["until"], now)
+        changes["until"] = parse_until(body["until"], now, incident.created_at + max_window_s)
     if "shared_with" in body:
         changes["shared_with"] = parse_shared_with(body["shared_with"])
     if "summary" in body:
@@ -299,13 +362,18 @@ def parse_patch(body: Any, incident: Incident, now: float | None = None) -> dict
 
 
 class Incidents:
-    def __init__(self, db: sqlite3.Connection, scope: ScopeIndex, urn_domain: str = "goldentime.seoul") -> None:
+    def __init__(
+        self, db: sqlite3.Connection, scope: ScopeIndex, urn_domain: str = "goldentime.seoul",
+        max_window_s: float = MAX_WINDOW_S,
+    ) -> None:  # fmt: skip
         self.db = db
+        self.max_window_s = max_window_s
         self.scope_index = scope
         self.urn_domain = urn_domain
         db.executescript(SCHEMA)
         self._cache: dict[str, Incident] = {}
         self._scopes: dict[str, tuple[int, list[Hit], frozenset[str]]] = {}
+        self._prepared: dict[str, tuple[int, list[Hit]]] = {}  # computed off the loop, for an incident to come
 
     def new_id(self) -> str:
         return f"urn:emergency:uid:incidentid:{secrets.token_hex(16)}:{self.urn_domain}"
@@ -405,17 +473,73 @@ class Incidents:
         cached = self._scopes.get(incident.id)
         if cached is not None and cached[0] == version:
             return cached
-        hits = compute_scope(self.scope_index, incident)
+        prepared = self._prepared.pop(_scope_key(incident.geometry, incident.radius_m, incident.nearest,
+                                                 incident.buffer_m), None)  # fmt: skip
+        if prepared is not None and prepared[0] == version:
+            hits = prepared[1]
+        else:
+            hits = compute_scope(self.scope_index, incident)
         entry = (version, hits, frozenset(h[0] for h in hits))
         self._scopes[incident.id] = entry
         return entry
 
+    async def prepare(self, spec: Spec) -> None:
+        """Compute the scope of an incident about to be created from `spec` in a thread, so a large route or
+        polygon (a few to tens of ms over a city's cameras) does not stall the event loop."""
+        if spec.geometry["type"] == "Point":
+            return  # well under a millisecond
+        version, index = self.scope_index.version, self.scope_index.index
+        hits = await asyncio.to_thread(query, index, spec.geometry, spec.radius_m, spec.nearest, spec.buffer_m)
+        while len(self._prepared) >= 64:  # prepared for requests that then failed: forget the oldest
+            self._prepared.pop(next(iter(self._prepared)))
+        self._prepared[_scope_key(spec.geometry, spec.radius_m, spec.nearest, spec.buffer_m)] = (version, hits)
 
-def compute_scope(scope: ScopeIndex, incident: Incident) -> list[Hit]:
-    index, geometry = scope.index, incident.geometry
+    async def rescope(self) -> int:
+        """After the camera index was rebuilt: every active incident's scope, computed in a thread.
+        Returns how many were computed (an incident changed meanwhile keeps being computed on demand)."""
+        version, index = self.scope_index.version, self.scope_index.index
+        todo = [i for i in self._cache.values() if i.status == "active"]
+
+        def run() -> list[list[Hit]]:
+            return [query(index, i.geometry, i.radius_m, i.nearest, i.buffer_m) for i in todo]
+
+        done = 0
+        for incident, hits in zip(todo, await asyncio.to_thread(run), strict=True):
+            if self.scope_index.version == version and self._cache.get(incident.id) is incident:
+                self._scopes[incident.id] = (version, hits, frozenset(h[0] for h in hits))
+                done += 1
+        return done
+
+
+def _scope_key(geometry: dict[str, Any], radius_m: float, nearest: int, buffer_m: float) -> str:
+    return json.dumps([geometry, radius_m, nearest, buffer_m], sort_keys=True)
+
+
+def query(index: CameraIndex, geometry: dict[str, Any], radius_m: float, nearest: int, buffer_m: float) -> list[Hit]:
     coords = geometry["coordinates"]
     if geometry["type"] == "Point":
-        return index.near_point(coords[0], coords[1], incident.radius_m, incident.nearest)
+        return index.near_point(coords[0], coords[1], radius_m, nearest)
     if geometry["type"] == "LineString":
-        return index.near_line(coords, incident.buffer_m, incident.nearest)
-    return index.in_polygon(coords, incident.nearest)
+        return index.near_line(coords, buffer_m, nearest)
+    return index.in_polygon(coords, nearest)
+
+
+def compute_scope(scope: ScopeIndex, incident: Incident) -> list[Hit]:
+    return query(scope.index, incident.geometry, incident.radius_m, incident.nearest, incident.buffer_m)
+
+
+def audit_changes(old: Incident, new: Incident, fields: list[str]) -> dict[str, dict[str, Any]]:
+    """Old and new value of each changed field, as the audit records them (a photo by its size)."""
+
+    def value(incident: Incident, name: str) -> Any:
+        if name == "until":
+            return rfc3339(incident.until)
+        if name == "geometry":
+            return incident.geometry
+        if name == "shared_with":
+            return list(incident.shared_with)
+        if name == "photo":
+            return {"bytes": incident.photo_bytes}
+        return getattr(incident, name)
+
+    return {name: {"old": value(old, name), "new": value(new, name)} for name in fields if name != "moved_at"}

@@ -14,7 +14,6 @@ Every answer is a list of (camera_id, distance_m), nearest first:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -47,6 +46,18 @@ class Projection:
 
     def point(self, lon: float, lat: float) -> tuple[float, float]:
         return (lon - self.lon0) * self.kx, (lat - self.lat0) * self.ky
+
+
+def footprint(parts: Sequence[Sequence[LonLat]]) -> tuple[float, float, float]:
+    """(width, height, length) in metres of one or more position lists (a route, or a polygon's rings):
+    the bounding box on a local plane around the first position, and the summed length of every part."""
+    first = parts[0][0]
+    proj = Projection(first[1], first[0])
+    xy = [np.column_stack(proj.xy([p[1] for p in part], [p[0] for p in part])) for part in parts]
+    every = np.concatenate(xy)
+    width, height = every.max(axis=0) - every.min(axis=0)
+    length = sum(float(np.hypot(*np.diff(part, axis=0).T).sum()) for part in xy)
+    return float(width), float(height), length
 
 
 def camera_points(cameras: Iterable[Any]) -> list[tuple[str, float, float]]:
@@ -82,6 +93,10 @@ class CameraIndex:
         self.x: FloatArray = x[order]
         self.y: FloatArray = y[order]
         self.ids: list[str] = [points[i][0] for i in order.tolist()]
+        # The same cameras sorted by y: a polygon edge's crossing test concerns one contiguous band of them.
+        self.by_y: IntArray = np.argsort(self.y, kind="stable")
+        self.ys: FloatArray = self.y[self.by_y]
+        self.xs: FloatArray = self.x[self.by_y]
         self.fingerprint = hash(tuple(points))
 
     def __len__(self) -> int:
@@ -97,18 +112,27 @@ class CameraIndex:
         r1 = min(self.rows - 1, math.floor((ymax - self.y0) / self.cell))
         if c0 > c1 or r0 > r1 or not len(self):
             return np.empty(0, dtype=np.int64)
-        rows = np.arange(r0, r1 + 1, dtype=np.int64) * self.cols
-        lo = np.searchsorted(self.keys, rows + c0, side="left")
-        hi = np.searchsorted(self.keys, rows + c1, side="right")
-        spans = [np.arange(a, b, dtype=np.int64) for a, b in zip(lo.tolist(), hi.tolist(), strict=True) if b > a]
-        return np.concatenate(spans) if spans else np.empty(0, dtype=np.int64)
+        rows = np.arange(r0, r1 + 1, dtype=np.int64)
+        return self._row_spans(rows, np.full(len(rows), c0), np.full(len(rows), c1))[0]
+
+    def _row_spans(self, rows: IntArray, c0: IntArray, c1: IntArray) -> tuple[IntArray, IntArray]:
+        """Cameras in columns c0..c1 of each row (one contiguous slice each): (indices, which span)."""
+        lo = np.searchsorted(self.keys, rows * self.cols + c0, side="left")
+        hi = np.searchsorted(self.keys, rows * self.cols + c1, side="right")
+        return _ranges(lo, np.where(c0 <= c1, hi, lo))
 
     def _hits(self, idx: IntArray, dist: FloatArray, limit: int | None) -> list[Hit]:
-        order = np.argsort(dist, kind="stable")
-        if limit is not None:
-            order = order[:limit]
+        if limit is not None and len(dist) > limit:
+            part = np.argpartition(dist, limit - 1)[:limit]  # O(n): a large area keeps only its nearest
+            idx, dist = idx[part], dist[part]
+        order = np.lexsort((idx, dist))  # nearest first; ties in index order, so the answer is deterministic
         picked, dists = idx[order].tolist(), dist[order].tolist()
         return [(self.ids[i], round(d, 1)) for i, d in zip(picked, dists, strict=True)]
+
+    def _project(self, coords: Sequence[LonLat]) -> FloatArray:
+        lonlat = np.asarray([(p[0], p[1]) for p in coords], dtype=np.float64).reshape(-1, 2)
+        return np.column_stack(((lonlat[:, 0] - self.proj.lon0) * self.proj.kx,
+                                (lonlat[:, 1] - self.proj.lat0) * self.proj.ky))  # fmt: skip
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -120,36 +144,73 @@ class CameraIndex:
         return self._hits(idx[keep], dist[keep], nearest)
 
     def in_polygon(self, rings: Sequence[Sequence[LonLat]], limit: int | None = None) -> list[Hit]:
-        """Even-odd rule over all rings, so holes (inner rings) are excluded."""
-        projected = [np.array([self.proj.point(p[0], p[1]) for p in ring], dtype=np.float64) for ring in rings]
+        """Even-odd rule over all rings, so holes (inner rings) are excluded.
+
+        Each edge is tested only against the cameras in its own y band (one slice of the y-sorted cameras),
+        so the work is the sum of the edges' heights times the cameras per metre, not edges x cameras."""
+        projected = [self._project(ring) for ring in rings]
         outer = projected[0]
-        idx = self._box(outer[:, 0].min(), outer[:, 0].max(), outer[:, 1].min(), outer[:, 1].max())
-        px, py = self.x[idx], self.y[idx]
-        inside = np.zeros(len(idx), dtype=bool)
-        for ring in projected:
-            for (x1, y1), (x2, y2) in itertools.pairwise(ring.tolist()):
-                if y1 == y2:
-                    continue  # a horizontal edge never crosses the ray
-                crosses = (y1 > py) != (y2 > py)
-                x_at = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-                inside ^= crosses & (px < x_at)
+        edges = np.concatenate([np.column_stack((r[:-1], r[1:])) for r in projected])  # x1, y1, x2, y2
+        edges = edges[edges[:, 1] != edges[:, 3]]  # a horizontal edge never crosses the ray
+        x1, y1, x2, y2 = edges.T
+        # (y1 > py) != (y2 > py)  <=>  min(y1, y2) <= py < max(y1, y2): a half-open band of the y order
+        lo = np.searchsorted(self.ys, np.minimum(y1, y2), side="left")
+        hi = np.searchsorted(self.ys, np.maximum(y1, y2), side="left")
+        pos, edge = _ranges(lo, hi)
+        py, x1, y1 = self.ys[pos], x1[edge], y1[edge]
+        x_at = x1 + (py - y1) * (x2[edge] - x1) / (y2[edge] - y1)
+        crossings = np.bincount(self.by_y[pos[self.xs[pos] < x_at]], minlength=len(self))
+        (x_lo, y_lo), (x_hi, y_hi) = outer.min(axis=0), outer.max(axis=0)
+        inside = crossings & 1 == 1
+        inside &= (self.x >= x_lo) & (self.x <= x_hi) & (self.y >= y_lo) & (self.y <= y_hi)
+        idx = np.flatnonzero(inside)
         cx, cy = outer[:-1, 0].mean(), outer[:-1, 1].mean()
-        dist = np.hypot(px[inside] - cx, py[inside] - cy)
-        return self._hits(idx[inside], dist, limit)
+        return self._hits(idx, np.hypot(self.x[idx] - cx, self.y[idx] - cy), limit)
 
     def near_line(self, line: Sequence[LonLat], buffer_m: float, limit: int | None = None) -> list[Hit]:
-        pts = np.array([self.proj.point(p[0], p[1]) for p in line], dtype=np.float64)
-        (xmin, ymin), (xmax, ymax) = pts.min(axis=0), pts.max(axis=0)
-        idx = self._box(xmin - buffer_m, xmax + buffer_m, ymin - buffer_m, ymax + buffer_m)
-        px, py = self.x[idx], self.y[idx]
-        best = np.full(len(idx), np.inf)
-        for (ax, ay), (bx, by) in itertools.pairwise(pts.tolist()):
-            dx, dy = bx - ax, by - ay
-            length2 = dx * dx + dy * dy
-            t = np.clip(((px - ax) * dx + (py - ay) * dy) / length2, 0.0, 1.0) if length2 else np.zeros(len(idx))
-            best = np.minimum(best, np.hypot(px - (ax + t * dx), py - (ay + t * dy)))
-        keep = best <= buffer_m
-        return self._hits(idx[keep], best[keep], limit)
+        """Each segment is tested only against the cameras near it: per grid row, the columns its buffered
+        capsule can reach in that row (one slice of the grid each)."""
+        pts = self._project(line)
+        ax, ay, bx, by = pts[:-1, 0], pts[:-1, 1], pts[1:, 0], pts[1:, 1]
+        pad = buffer_m + 1e-6  # candidates are a superset; the exact test below decides
+        r0 = np.maximum(np.floor((np.minimum(ay, by) - pad - self.y0) / self.cell), 0).astype(np.int64)
+        r1 = np.minimum(np.floor((np.maximum(ay, by) + pad - self.y0) / self.cell), self.rows - 1).astype(np.int64)
+        seg_rows, seg = _ranges(r0, np.maximum(r1 + 1, r0))
+        ax, ay, dx, dy = ax[seg], ay[seg], bx[seg] - ax[seg], by[seg] - ay[seg]
+        # The part of the segment within `pad` of this row's band, then `pad` either side of it.
+        band_lo = self.y0 + seg_rows * self.cell - pad
+        flat = dy == 0
+        safe_dy = np.where(flat, 1.0, dy)
+        t0, t1 = (band_lo - ay) / safe_dy, (band_lo + self.cell + 2 * pad - ay) / safe_dy
+        tlo = np.where(flat, 0.0, np.clip(np.minimum(t0, t1), 0.0, 1.0))
+        thi = np.where(flat, 1.0, np.clip(np.maximum(t0, t1), 0.0, 1.0))
+        xa, xb = ax + tlo * dx, ax + thi * dx
+        c0 = np.maximum(np.floor((np.minimum(xa, xb) - pad - self.x0) / self.cell), 0).astype(np.int64)
+        c1 = np.minimum(np.floor((np.maximum(xa, xb) + pad - self.x0) / self.cell), self.cols - 1).astype(np.int64)
+        idx, span = self._row_spans(seg_rows, c0, c1)
+        length2 = dx * dx + dy * dy
+        inv = 1.0 / np.where(length2 == 0, 1.0, length2)  # a zero-length segment is its point (t = 0)
+        ax, ay, dx, dy, inv = np.column_stack((ax, ay, dx, dy, inv))[span].T  # one gather for all five
+        ex, ey = self.x[idx] - ax, self.y[idx] - ay
+        t = (ex * dx + ey * dy) * inv
+        np.clip(t, 0.0, 1.0, out=t)
+        ex -= t * dx
+        ey -= t * dy
+        ex *= ex
+        ey *= ey
+        ex += ey  # squared distance: one sqrt per camera kept, not per pair
+        best = np.full(len(self), np.inf)
+        np.minimum.at(best, idx, ex)
+        picked = np.flatnonzero(best <= buffer_m * buffer_m)
+        return self._hits(picked, np.sqrt(best[picked]), limit)
+
+
+def _ranges(lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray]:
+    """Concatenated aranges lo[i]..hi[i]-1 without a Python loop: (values, i for each value)."""
+    lengths = np.maximum(hi - lo, 0)
+    group = np.repeat(np.arange(len(lo), dtype=np.int64), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum()), dtype=np.int64) - offsets[group] + lo[group], group
 
 
 class ScopeIndex:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from mediaserver.egress import Egress, use_ice_hosts
 from mediaserver.hub import Hub
 from signaling.access import ACCESS, Access
 from signaling.app import create_app
+from signaling.incidents import Incident
 
 CITY_HALL = (126.978, 37.5665)  # [lon, lat]
 CAMERAS = [
@@ -148,6 +151,8 @@ async def test_incident_lifecycle(world: World) -> None:
     assert res.status == 400 and (await res.json())["field"] == "radius_m"  # not changeable
     later = until(7200)
     res = await w.http.patch(f"/api/incidents/{inc['id']}", json={"until": later}, headers=w.basic("fire-119"))
+    assert res.status == 403 and "owning agency" in (await res.json())["error"]  # extending is the owner's
+    res = await w.http.patch(f"/api/incidents/{inc['id']}", json={"until": later}, headers=w.basic("police-112"))
     assert res.status == 200
     res = await w.http.patch(f"/api/incidents/{inc['id']}", json={"shared_with": []}, headers=w.basic("fire-119"))
     assert res.status == 403 and "owning agency" in (await res.json())["error"]
@@ -475,6 +480,66 @@ async def test_moving_incident_moves_its_scope_and_guards_the_photo(world: World
         await v.pc.close()
 
 
+async def test_only_the_owner_extends_and_never_past_the_maximum_window(world: World) -> None:
+    w = world
+    inc = await w.incident()
+    url = f"/api/incidents/{inc['id']}"
+    res = await w.http.patch(url, json={"until": until(7200)}, headers=w.basic("fire-119"))
+    assert res.status == 403 and (await res.json())["error"] == "only the owning agency may change its window"
+    for hours in (12, 20, 23.9):  # again and again: each extension stays inside the window from creation
+        res = await w.http.patch(url, json={"until": until(hours * 3600)}, headers=w.basic("police-112"))
+        assert res.status == 200, await res.text()
+    res = await w.http.patch(url, json={"until": until(24.1 * 3600)}, headers=w.basic("police-112"))
+    err = await res.json()
+    assert res.status == 400 and err["field"] == "until" and "maximum window" in err["error"]
+    res = await w.http.post("/api/incidents", headers=w.basic("police-112"), json={
+        "service": "112-video", "basis": BASIS, "until": until(25 * 3600),
+        "geometry": {"type": "Point", "coordinates": list(CITY_HALL)}})  # fmt: skip
+    assert res.status == 400 and (await res.json())["field"] == "until"
+    updates = w.access.audit.query(incident=inc["id"], event="incident.updated")
+    assert len(updates) == 3
+    first, last = updates[0]["detail"]["changes"]["until"], updates[-1]["detail"]["changes"]["until"]
+    assert first["old"] == inc["until"] and last["new"] == (await (await w.http.get(
+        url, headers=w.basic("police-112"))).json())["until"]  # fmt: skip
+    assert updates[1]["detail"]["changes"]["until"]["old"] == first["new"]
+
+
+async def test_the_maximum_window_is_a_setting(egress: Egress, tmp_path: Path) -> None:
+    settings = dataclasses.replace(FAST, incident_window_s=3600)
+    app = create_app(LocalWorkerClient(egress), lambda: CAMERAS, db=tmp_path / "gt.db", access=settings)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        w = World(http, app[ACCESS], egress)
+        doc = {"service": "112-video", "basis": BASIS, "until": until(7200),
+               "geometry": {"type": "Point", "coordinates": list(CITY_HALL)}}  # fmt: skip
+        res = await http.post("/api/incidents", json=doc, headers=w.basic("police-112"))
+        assert res.status == 400 and (await res.json())["field"] == "until"
+        inc = await w.incident(until=until(1800))
+        res = await http.patch(f"/api/incidents/{inc['id']}", json={"until": until(3700)},
+                               headers=w.basic("police-112"))  # fmt: skip
+        assert res.status == 400 and (await res.json())["field"] == "until"
+
+
+async def test_a_moving_point_moves_by_its_owner_only_and_only_so_far(world: World) -> None:
+    w = world
+    inc = await w.incident(service="vulnerable", radius_m=300)
+    url = f"/api/incidents/{inc['id']}"
+    near = {"geometry": {"type": "Point", "coordinates": [126.978, 37.5755]}}  # 1 km north: cam2
+    res = await w.http.patch(url, json=near, headers=w.basic("fire-119"))
+    assert res.status == 403 and (await res.json())["error"] == "only the owning agency may move it"
+    res = await w.http.patch(url, json=near, headers=w.basic("police-112"))
+    assert res.status == 200 and (await res.json())["geometry"]["coordinates"] == [126.978, 37.5755]
+    busan = {"geometry": {"type": "Point", "coordinates": [129.075, 35.18]}}  # 325 km away a second later
+    res = await w.http.patch(url, json=busan, headers=w.basic("police-112"))
+    err = await res.json()
+    assert res.status == 400 and err["field"] == "geometry" and "at most" in err["error"], err
+    res = await w.http.get(f"/api/incidents/{inc['id']}/cameras", headers=w.basic("police-112"))
+    assert [c["id"] for c in (await res.json())["cameras"]] == ["cam2"]  # it stayed where it was
+    [moved] = w.access.audit.query(incident=inc["id"], event="incident.updated")
+    change = moved["detail"]["changes"]["geometry"]
+    assert change["old"]["coordinates"] == list(CITY_HALL) and change["new"]["coordinates"] == [126.978, 37.5755]
+    assert moved["detail"]["cameras"] == 1
+
+
 # -- restart -----------------------------------------------------------------------------------------------------
 
 
@@ -525,3 +590,29 @@ def test_cli_clients_add_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out_file = tmp_path / "audit.csv"
     assert cli(["audit", "export", "--format", "csv", "--out", str(out_file), "--db", db]) == 0
     assert out_file.read_text().count("\n") == 4  # header + client.added + 2 key.rotated
+
+
+def test_a_moving_point_may_go_as_far_as_a_car_since_its_last_move() -> None:
+    from signaling.incidents import MAX_SPEED_MPS, MOVE_SLACK_M, ValidationError, parse_create, parse_patch
+
+    t0 = 1_900_000_000.0
+    spec = parse_create({"service": "vulnerable", "basis": BASIS, "until": until_at(t0 + 3600),
+                         "geometry": {"type": "Point", "coordinates": list(CITY_HALL)}}, now=t0)  # fmt: skip
+    incident = Incident("urn:x", spec.service, spec.basis, "police-112", "gt-1", (), spec.geometry, spec.radius_m,
+                        spec.nearest, spec.buffer_m, spec.until, created_at=t0, updated_at=t0)  # fmt: skip
+    east = MOVE_SLACK_M + MAX_SPEED_MPS * 600  # metres allowed 10 minutes after creation
+    lon_per_m = 1 / (111_195 * 0.7923)
+
+    def to(metres: float) -> dict[str, Any]:
+        return {"geometry": {"type": "Point", "coordinates": [CITY_HALL[0] + metres * lon_per_m, CITY_HALL[1]]}}
+
+    assert parse_patch(to(east * 0.99), incident, now=t0 + 600)["moved_at"] == t0 + 600
+    with pytest.raises(ValidationError):
+        parse_patch(to(east * 1.01), incident, now=t0 + 600)
+    moved = dataclasses.replace(incident, moved_at=t0 + 590)  # the clock restarts at each move
+    with pytest.raises(ValidationError):
+        parse_patch(to(east * 0.99), moved, now=t0 + 600)
+
+
+def until_at(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
