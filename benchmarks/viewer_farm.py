@@ -316,7 +316,7 @@ async def serve(offer: Offer) -> tuple[Any, str]:
         try:
             return web.Response(status=201, text=await offer(await request.text()))
         except Overloaded as exc:
-            retry = str(exc.refusal.retry_after_s)
+            retry = str(exc.retry_after_s)
             return web.json_response({"error": "overloaded", "detail": str(exc)}, status=503,
                                      headers={"Retry-After": retry})  # fmt: skip
 

@@ -8,101 +8,52 @@ Answers negotiate H.264 only and are sent after ICE gathering completed (no serv
 A viewer asks for a profile (transcode.py): `main` passes H.264 through, `low` is a shared transcode (or the
 camera's sub-stream, when `substream_lookup` finds one live). New sessions are refused with `Overloaded`
 when the worker's measured load says one more would hurt the viewers it has (admission.py). Snapshots
-(snapshot.py) are served from the same hubs.
+(snapshot.py) are served from the same hubs. The remote candidates a viewer signals are capped and filtered
+by network (viewer_networks.py). Errors are mediaserver/errors.py's: `BadOffer` only for what is wrong with
+the offer itself; anything else escaping `offer()` is a bug and propagates (the caller logs it, answers 500).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from mediaserver.admission import AdmissionSettings, LoadMonitor, Refusal
+from mediaserver.admission import AdmissionSettings, LoadMonitor
 from mediaserver.bridge import BridgePool, StartPolicy, ViewerFeed
+from mediaserver.errors import BadOffer, NotYet, Overloaded, UnknownCamera, UnknownSession, Unsupported
 from mediaserver.fanout import FanoutPool, FastSender
 from mediaserver.hub import Hub
+from mediaserver.rtc_seam import aioice_host_addresses, filter_remote_candidates, use_ice_hosts
 from mediaserver.snapshot import NoPicture, SnapshotCache
 from mediaserver.transcode import MAIN, Profile, UnknownProfile, get_profile
+from mediaserver.viewer_networks import CandidateGuard, ViewerNetworks, default_for, own_addresses
 
 log = logging.getLogger(__name__)
 
 HubLookup = Callable[[str], Hub | None]
-
-
-class EgressError(Exception):
-    """Base of the errors a caller maps to a response."""
-
-
-class UnknownCamera(EgressError, LookupError):
-    pass
-
-
-class UnknownSession(EgressError, LookupError):
-    pass
-
-
-class BadOffer(EgressError, ValueError):
-    """The offer can't be answered: unparsable, no video, no H.264 we can send."""
-
-
-class Unsupported(EgressError):
-    """A valid request this server does not implement (e.g. ICE restart)."""
-
-
-class Overloaded(EgressError):
-    """Admission control refused a new session; `refusal` says why and when to retry."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.reason)
-        self.refusal = refusal
-
-
-class NotYet(EgressError):
-    """The camera has nothing to show yet (no keyframe cached): retry in a moment."""
-
-
-# --- ICE host addresses -------------------------------------------------------------------------------
-# aioice gathers host candidates from `aioice.ice.get_host_addresses()`, which always skips 127.0.0.1.
-# This is the one place that overrides it: inside `use_ice_hosts(hosts)` exactly those addresses are used
-# (e.g. ["127.0.0.1"] for loopback-only tests); elsewhere aioice's own choice stands. A context variable
-# keeps it per call: the gathering tasks aiortc starts inherit the caller's context.
-_ice_hosts: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("ice_hosts", default=None)
-_aioice_host_addresses = aioice.ice.get_host_addresses
-
-
-def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    hosts = _ice_hosts.get()
-    return list(hosts) if hosts is not None else _aioice_host_addresses(use_ipv4, use_ipv6)
-
-
-aioice.ice.get_host_addresses = _host_addresses
-
-
-@contextmanager
-def use_ice_hosts(hosts: list[str] | None) -> Iterator[None]:
-    """Gather ICE host candidates on exactly these addresses in this context (None: aioice's default)."""
-    token = _ice_hosts.set(hosts)
-    try:
-        yield
-    finally:
-        _ice_hosts.reset(token)
+# the errors and use_ice_hosts are re-exported for the callers that import them from here
+__all__ = ["BadOffer", "Egress", "NotYet", "Overloaded", "UnknownCamera", "UnknownSession", "Unsupported",
+           "check_offer", "h264_capabilities", "use_ice_hosts"]  # fmt: skip
+# aiortc's setRemoteDescription raises these for an offer it can't use (ICE credentials or rtcp-mux missing, no
+# codec in common, ...); anything else it raises is not the offer's fault
+OFFER_ERRORS = (ValueError, OperationError, InvalidAccessError)
+OWN_ADDRESSES_TTL_S = 10.0
 
 
 # --- offer checks -------------------------------------------------------------------------------------
@@ -111,16 +62,24 @@ def h264_capabilities() -> list[Any]:
 
 
 def check_offer(sdp: str) -> None:
-    """Raise BadOffer with a reason a person can act on."""
+    """Raise BadOffer with a reason a person can act on (also for what aiortc assumes without checking)."""
     try:
         description = SessionDescription.parse(sdp)
-    except Exception as exc:
+    except Exception as exc:  # the parser of untrusted text: whatever it raises, the text is at fault
         raise BadOffer(f"unparsable SDP offer: {exc}") from exc
     video = [m for m in description.media if m.kind == "video"]
     if not video:
         raise BadOffer("the offer has no video m-line")
     if not any(c.mimeType.lower() == "video/h264" for m in video for c in m.rtp.codecs):
         raise BadOffer("the offer has no H.264 codec; this server sends H.264 only")
+    if any(m.dtls is None or not m.dtls.fingerprints for m in description.media):
+        raise BadOffer("every m-line needs a DTLS fingerprint and a=setup")
+
+
+def udp_candidates(lines: list[str]) -> int:
+    """How many of these SDP lines are UDP candidates (the transport is the third field)."""
+    fields = (line.split() for line in lines if line.startswith("a=candidate:"))
+    return sum(1 for f in fields if len(f) > 2 and f[2].lower() == "udp")
 
 
 # --- the viewer's track ---------------------------------------------------------------------------
@@ -145,6 +104,7 @@ class Session:
     pc: RTCPeerConnection
     feed: ViewerFeed
     sender: FastSender
+    candidates: CandidateGuard
     profile: Profile = MAIN
     created_at: float = field(default_factory=time.monotonic)
 
@@ -176,7 +136,8 @@ class Egress:
     """The WebRTC sessions of one worker.
 
     `substream_lookup(camera_id)` finds the hub of a camera's registered sub-stream, if the worker ingests
-    one; profiles that prefer it (`low`) pass it through instead of transcoding the main stream."""
+    one; profiles that prefer it (`low`) pass it through instead of transcoding the main stream.
+    `viewer_networks`: where viewers' candidates may point (None: viewer_networks.default_for(ice_hosts))."""
 
     def __init__(
         self,
@@ -185,10 +146,13 @@ class Egress:
         start: StartPolicy = "live",
         admission: AdmissionSettings | None = None,
         substream_lookup: HubLookup | None = None,
+        viewer_networks: ViewerNetworks | None = None,
     ) -> None:
         self.hub_lookup = hub_lookup
         self.substream_lookup = substream_lookup
         self.ice_hosts = ice_hosts
+        self.viewer_networks = viewer_networks if viewer_networks is not None else default_for(ice_hosts)
+        self._own: tuple[float, frozenset[str]] = (-OWN_ADDRESSES_TTL_S, frozenset())
         self.start = start
         self.bridges = BridgePool()
         self.fanout = FanoutPool()
@@ -210,7 +174,15 @@ class Egress:
         refusal = self.load.check(len(self._sessions))
         if refusal is not None:
             log.warning("refusing a viewer: %s %s", refusal.reason, refusal.load)
-            raise Overloaded(refusal)
+            raise Overloaded(refusal.reason, refusal.retry_after_s, refusal.load)
+
+    def own_addresses(self) -> frozenset[str]:
+        """This server's addresses (viewers' candidates may not point at them), re-read every few seconds."""
+        at, own = self._own
+        if time.monotonic() - at >= OWN_ADDRESSES_TTL_S:
+            own = own_addresses([*aioice_host_addresses(True, True), *(self.ice_hosts or ())])
+            self._own = (time.monotonic(), own)
+        return own
 
     def source(self, camera_id: str, profile: Profile) -> tuple[Hub, Profile]:
         """The hub to serve a profile from, and the profile to apply to it: a live sub-stream as it is
@@ -237,13 +209,14 @@ class Egress:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
         feed = ViewerFeed(self.bridges, hub, self.start, applied)
         sender = self.fanout.sender(feed, lambda: self._close_soon(session_id))
-        session = Session(session_id, camera_id, pc, feed, sender, wanted)
+        guard = CandidateGuard(self.viewer_networks, self.own_addresses())
+        session = Session(session_id, camera_id, pc, feed, sender, guard, wanted)
         try:
             answer = await self._answer(session, sdp)
-        except Exception as exc:
+        except BaseException:  # BadOffer, a bug, or cancelled: nothing of the session stays
             await pc.close()
             feed.close()
-            raise BadOffer(f"cannot answer the offer: {exc}") from exc
+            raise
         self._sessions[session_id] = session
         self._watch(session)
         log.info("session %s: camera %s (%s), %d sessions", session_id, camera_id, wanted.name, len(self._sessions))
@@ -256,7 +229,11 @@ class Egress:
         transceiver: RTCRtpTransceiver = pc.addTransceiver(CameraTrack(), direction="sendonly")
         transceiver.setCodecPreferences(h264_capabilities())
         session.sender.attach(transceiver.sender)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        try:
+            with filter_remote_candidates(session.candidates):
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except OFFER_ERRORS as exc:
+            raise BadOffer(f"cannot answer the offer: {exc}") from exc
         with use_ice_hosts(self.ice_hosts):
             await pc.setLocalDescription(await pc.createAnswer())  # returns once gathering completed
         return pc.localDescription.sdp
@@ -277,13 +254,21 @@ class Egress:
             task.add_done_callback(self._closing.discard)
 
     async def patch(self, session_id: str, fragment: str) -> None:
-        """Trickle ICE from the viewer (application/trickle-ice-sdpfrag). Raises UnknownSession, BadOffer,
-        Unsupported (ICE restart)."""
+        """Trickle ICE from the viewer (application/trickle-ice-sdpfrag). Raises UnknownSession, BadOffer
+        (also: more candidates than a session may have), Unsupported (ICE restart)."""
         session = self._get(session_id)
         remote = SessionDescription.parse(session.pc.remoteDescription.sdp)
         ufrag = remote.media[0].ice.usernameFragment if remote.media and remote.media[0].ice else None
         mid = remote.media[0].rtp.muxId if remote.media else None
-        for line in (raw.strip() for raw in fragment.splitlines()):
+        lines = [raw.strip() for raw in fragment.splitlines()]
+        if not session.candidates.room(udp_candidates(lines)):
+            raise BadOffer(f"too many ICE candidates: at most {session.candidates.limit} per session")
+        with filter_remote_candidates(session.candidates):
+            await self._trickle(session, lines, ufrag, mid)
+
+    @staticmethod
+    async def _trickle(session: Session, lines: list[str], ufrag: str | None, mid: str | None) -> None:
+        for line in lines:
             if line.startswith("a=ice-ufrag:") and line.split(":", 1)[1] != ufrag:
                 raise Unsupported("ICE restart is not supported: start a new session")
             if line.startswith("a=candidate:"):

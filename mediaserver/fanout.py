@@ -9,8 +9,8 @@ viewer's RTP sender, `FastSender` takes over that sender's RTP loop and RTCP rep
 - a picture-loss request (PLI/FIR) takes the viewer out of the group, through the bridge, and back.
 NACKs are answered from the viewer's history of shared frames (RTX when negotiated).
 
-The hooks use aiortc's private sender attributes (name-mangled); `pyproject.toml` pins aiortc's minor version
-and tests/test_fanout.py fails loudly if they move.
+Everything aiortc-private is behind rtc_seam.py: `take_over` gives this module a sender's loops, `Wire` what
+it negotiated (SSRCs, payload types, extension ids, SRTP context, socket and peer).
 """
 
 from __future__ import annotations
@@ -20,28 +20,15 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
 
 from aiortc import RTCRtpSender
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
-from pylibsrtp._binding import ffi, lib
 
 from core_ext.fanout import RtpFrame, RtpOutput, packetize_h264, send_all
 from mediaserver.bridge import ViewerFeed
 from mediaserver.hub import Hub, Unit
+from mediaserver.rtc_seam import Counters, Peer, Wire, take_over
 
 log = logging.getLogger(__name__)
-
-# srtp_protect of the libsrtp that aiortc's SRTP sessions live in (the same library, so the same struct layout)
-if ffi.getctype(ffi.typeof(lib.srtp_protect)) != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)":
-    raise ImportError(f"unexpected libsrtp API: srtp_protect is {ffi.typeof(lib.srtp_protect)}")
-_SRTP_PROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
-
-
-def _private(sender: RTCRtpSender, name: str) -> Any:
-    return getattr(sender, f"_RTCRtpSender__{name}")
 
 
 class FrameCache:
@@ -167,7 +154,7 @@ class FanoutGroup:
 
 
 class FastSender:
-    """Sends one viewer's RTP for an aiortc sender: see the module docstring."""
+    """Sends one viewer's RTP for an aiortc sender (rtc_seam.Loops): see the module docstring."""
 
     def __init__(
         self,
@@ -184,15 +171,10 @@ class FastSender:
         self.group: FanoutGroup | None = None
         self._wake = asyncio.Event()
         self._ended = False
-        self.sender: RTCRtpSender | None = None
 
     def attach(self, sender: RTCRtpSender) -> None:
         """Take over the sender's RTP loop, RTCP reports, retransmissions and keyframe requests."""
-        self.sender = sender
-        sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
-        sender._run_rtcp = self._run_rtcp  # type: ignore[method-assign]
-        sender._retransmit = self._retransmit  # type: ignore[method-assign]
-        sender._send_keyframe = self._send_keyframe  # type: ignore[method-assign]
+        take_over(sender, self)
 
     @property
     def frames(self) -> int:
@@ -204,46 +186,14 @@ class FastSender:
         return 0 if self.output is None else self.output.stalls
 
     # --- RTP ---
-    async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
-        assert self.sender is not None
-        _private(self.sender, "rtp_started").set()
+    async def send(self, wire: Wire) -> None:
         try:
-            self.output = self._make_output(self.sender, codec)
+            self.output = _output(wire)
             await self._pump(self.output)
-        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
-            pass
-        except Exception:
-            log.exception("viewer sender failed")
         finally:
             self._leave_group()
             if self.output is not None:
                 self.output.close()
-            _private(self.sender, "rtp_exited").set()
-
-    @staticmethod
-    def _make_output(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> RtpOutput:
-        dtls = sender.transport
-        srtp = dtls._tx_srtp
-        ids = _private(sender, "rtp_header_extensions_map")._HeaderExtensionsMap__ids
-        rtx_type = _private(sender, "rtx_payload_type")
-        if codec.payloadType is None:
-            raise ConnectionError("no payload type negotiated")
-        output = RtpOutput(
-            sender._ssrc,
-            codec.payloadType,
-            first_seq=random.getrandbits(16),
-            ts_offset=random.getrandbits(32),
-            rtx_ssrc=sender._rtx_ssrc,
-            rtx_payload_type=-1 if rtx_type is None else rtx_type,
-            abs_send_time_id=ids.abs_send_time or 0,
-            mid_id=ids.mid or 0,
-            mid=(_private(sender, "mid") or "").encode(),
-            srtp_ctx=int(ffi.cast("uintptr_t", srtp._srtp[0])),
-            protect=_SRTP_PROTECT,
-            keepalive=srtp,
-        )
-        _target(sender, output)
-        return output
 
     async def _pump(self, output: RtpOutput) -> None:
         """Send what the feed gives until the viewer is caught up with live, then let the group send."""
@@ -273,57 +223,42 @@ class FastSender:
             self._wake.set()
             self._on_end()
 
-    # --- RTCP and feedback (called by aiortc) ---
-    def _send_keyframe(self) -> None:
+    # --- RTCP and feedback (called through rtc_seam) ---
+    def keyframe(self) -> None:
         if self.feed.refresh() and self.group is not None:
             self._leave_group()  # back to its own task: bridge IDR, then passthrough, then the group again
             self._wake.set()
 
-    async def _retransmit(self, sequence_number: int) -> None:
+    def retransmit(self, sequence_number: int) -> None:
         if self.output is not None:
             self.output.retransmit(sequence_number)
 
-    async def _run_rtcp(self) -> None:
-        """aiortc's sender-report loop, with the counters kept in C."""
-        sender = self.sender
-        assert sender is not None
-        _private(sender, "rtcp_started").set()
-        try:
-            while True:
-                await asyncio.sleep(0.5 + random.random())
-                if self.output is not None:
-                    _target(sender, self.output)
-                    await sender._send_rtcp(self._report(sender, self.output))
-        except asyncio.CancelledError:
-            pass
-        await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
-        _private(sender, "rtcp_exited").set()
-
-    @staticmethod
-    def _report(sender: RTCRtpSender, output: RtpOutput) -> list[Any]:
-        info = RtcpSenderInfo(
-            ntp_timestamp=output.last_ntp,
-            rtp_timestamp=output.last_rtp_timestamp,
-            packet_count=output.packets & 0xFFFFFFFF,
-            octet_count=output.octets & 0xFFFFFFFF,
-        )
-        packets: list[Any] = [RtcpSrPacket(ssrc=sender._ssrc, sender_info=info)]
-        cname = _private(sender, "cname")
-        if cname is not None:
-            packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=sender._ssrc, items=[(1, cname.encode())])]))
-        return packets
+    def report(self, peer: Peer) -> Counters | None:
+        """The sender report's counters, kept in C; the output follows the ICE pair if it changed."""
+        output = self.output
+        if output is None:
+            return None
+        output.set_target(peer.fd, peer.host, peer.port)  # a no-op while the pair stays the same
+        return Counters(output.last_ntp, output.last_rtp_timestamp, output.packets, output.octets)
 
 
-def _target(sender: RTCRtpSender, output: RtpOutput) -> None:
-    """Point the output at the viewer's selected ICE pair (the socket and address aioice would send with)."""
-    pair = sender.transport.transport._connection._nominated.get(1)
-    if pair is None:
-        raise ConnectionError("no selected ICE candidate pair")
-    sock = pair.protocol.transport.get_extra_info("socket")
-    if sock is None:
-        raise ConnectionError("the ICE pair has no socket")
-    host, port = pair.remote_addr
-    output.set_target(sock.fileno(), host, port)  # a no-op while the pair stays the same
+def _output(wire: Wire) -> RtpOutput:
+    output = RtpOutput(
+        wire.ssrc,
+        wire.payload_type,
+        first_seq=random.getrandbits(16),
+        ts_offset=random.getrandbits(32),
+        rtx_ssrc=wire.rtx_ssrc or 0,
+        rtx_payload_type=-1 if wire.rtx_payload_type is None else wire.rtx_payload_type,
+        abs_send_time_id=wire.abs_send_time_id,
+        mid_id=wire.mid_id,
+        mid=wire.mid,
+        srtp_ctx=wire.srtp_ctx,
+        protect=wire.srtp_protect,
+        keepalive=wire.srtp_session,
+    )
+    output.set_target(wire.peer.fd, wire.peer.host, wire.peer.port)
+    return output
 
 
 class FanoutPool:

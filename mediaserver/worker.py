@@ -18,6 +18,7 @@ from mediaserver.registry import Camera
 from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.client import Source, Timeouts
 from mediaserver.rtsp.reconnect import RateLimiter
+from mediaserver.viewer_networks import ViewerNetworks
 
 SUBSTREAM_STATUS = ("state", "codec", "connects", "units", "gop_age_s", "viewers", "last_error")
 
@@ -31,6 +32,8 @@ class WorkerSettings:
     start_rate: float = 400.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     ice_hosts: list[str] | None = None  # restrict ICE host candidates (e.g. ["127.0.0.1"] in tests)
+    # CIDRs viewers' ICE candidates may point into (None: viewer_networks.default_for(ice_hosts))
+    viewer_networks: list[str] | None = None
     first_picture: StartPolicy = "live"  # how a new viewer starts (bridge.py); others only for comparison
     idle_read_interval: float = 0.0  # s between socket reads of a camera nobody watches (0: read at once)
     ingest_substreams: bool = True  # ingest registered sub-streams (always on) for the `low` profile
@@ -72,9 +75,11 @@ class Worker:
         self.start_limiter = RateLimiter(self.settings.start_rate)
         interval = self.settings.idle_read_interval
         self.batch = BatchReader(interval) if interval > 0 else None  # one for all this worker's cameras
+        networks = self.settings.viewer_networks
         self.egress = Egress(
-            self.hubs.get, self.settings.ice_hosts, self.settings.first_picture, substream_lookup=self.sub_hubs.get
-        )
+            self.hubs.get, self.settings.ice_hosts, self.settings.first_picture, substream_lookup=self.sub_hubs.get,
+            viewer_networks=None if networks is None else ViewerNetworks.parse(networks),
+        )  # fmt: skip
 
     def add_camera(self, camera: Camera) -> None:
         """Start ingest of a camera this worker does not have yet (one it has is left as it is)."""

@@ -14,6 +14,9 @@ H.265 camera transcoded) or `low` (<= 640x360, ~400 kbit/s, for grids; the camer
 worker has it); any other value is 400. A worker that would degrade its current viewers by taking one more
 answers 503 with `Retry-After` and `{"error": "overloaded", "detail": <the limit crossed>,
 "retry_after_s": N, "load": {...}}` (mediaserver/admission.py); the viewers it has are not affected.
+A worker's session error is answered with its class's status (mediaserver/errors.py: 404 unknown camera or
+session, 400 bad offer or fragment (also: more ICE candidates than a session may have), 422 unsupported, 503
+worker unavailable or overloaded); anything else is a server bug: logged with its stack, 500.
 """
 
 from __future__ import annotations
@@ -22,14 +25,8 @@ import logging
 
 from aiohttp import web
 
-from mediaserver.cluster.worker_client import (
-    BadOffer,
-    Overloaded,
-    UnknownCamera,
-    UnknownSession,
-    Unsupported,
-    WorkerClient,
-)
+from mediaserver.cluster.worker_client import WorkerClient
+from mediaserver.errors import BadOffer, SessionError, http_answer
 from mediaserver.transcode import PROFILES
 from signaling import snapshot_api
 from signaling.access import ACCESS
@@ -46,10 +43,16 @@ def error(status: int, message: str, detail: str = "") -> web.Response:
     return web.json_response({"error": message, "detail": detail}, status=status)
 
 
-def overloaded(exc: Overloaded) -> web.Response:
-    """503 + Retry-After: the worker is at its limit; the client should back off and retry."""
-    body = {"error": "overloaded", "detail": str(exc), "retry_after_s": exc.retry_after_s, "load": exc.load}
-    return web.json_response(body, status=503, headers={"Retry-After": str(exc.retry_after_s)})
+def session_error(exc: SessionError, title: str | None = None) -> web.Response:
+    """A worker's session error as JSON, with its class's status (mediaserver/errors.py)."""
+    status, body, headers = http_answer(exc, title)
+    return web.json_response(body, status=status, headers=headers)
+
+
+def server_bug(what: str) -> web.Response:
+    """500: a bug, not the request's fault; the stack is logged (call it inside the except block)."""
+    log.exception("%s failed", what)
+    return error(500, "server error", f"{what} failed; the server's log has the details")
 
 
 async def read_body(request: web.Request, content_type: str) -> str:
@@ -93,14 +96,10 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
     sdp = await read_body(request, SDP)
     try:
         session_id, answer = await worker.offer(camera_id, sdp, profile)
-    except UnknownCamera as exc:
-        return error(404, "unknown camera", str(exc))
-    except BadOffer as exc:
-        return error(400, "bad offer", str(exc))
-    except Overloaded as exc:
-        return overloaded(exc)
-    except Unsupported as exc:
-        return error(503, "cannot serve", str(exc))
+    except SessionError as exc:
+        return session_error(exc)
+    except Exception:
+        return server_bug(f"answering an offer for {camera_id}")
     access.view_started(request, grant, camera_id, session_id)
     location = f"/whep/{camera_id}/{session_id}"
     headers = {"Location": location, "ETag": etag(session_id), "Accept-Patch": SDPFRAG}
@@ -118,12 +117,10 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
         return error(412, "precondition failed", "If-Match does not match the session's ETag")
     try:
         await request.app[WORKER].patch(session_id, fragment)
-    except UnknownSession as exc:
-        return error(404, "unknown session", str(exc))
-    except BadOffer as exc:
-        return error(400, "bad fragment", str(exc))
-    except Unsupported as exc:
-        return error(422, "not supported", str(exc))
+    except SessionError as exc:
+        return session_error(exc, "bad fragment" if isinstance(exc, BadOffer) else None)
+    except Exception:
+        return server_bug(f"trickle ICE for session {session_id}")
     return web.Response(status=204)
 
 
@@ -134,8 +131,8 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
     access.check_session(request, grant, camera_id, session_id)
     try:
         await request.app[WORKER].close(session_id)
-    except UnknownSession as exc:
-        return error(404, "unknown session", str(exc))
+    except SessionError as exc:
+        return session_error(exc)
     await access.view_ended(session_id, "viewer ended")
     return web.Response(status=200)
 

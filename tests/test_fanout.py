@@ -15,16 +15,15 @@ from av import VideoFrame
 from helpers.feed import Unit, feed, make_clip, read_units
 from helpers.viewers import Viewer
 from pylibsrtp import Policy, Session
-from pylibsrtp._binding import ffi, lib
 
 from core_ext.depacketize import H264Depacketizer
 from core_ext.fanout import RtpFrame, RtpOutput, gso_enabled, packetize_h264, send_all, set_gso
 from mediaserver import fanout
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
+from mediaserver.rtc_seam import SRTP_PROTECT, srtp_context
 
 KEY = bytes(range(30))  # AES-128 key + 14-byte salt
-PROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +91,8 @@ def make_output(sock: socket.socket, port: int, **kw: object) -> RtpOutput:
     policy = Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
     policy.allow_repeat_tx = True
     tx = Session(policy)
-    ctx = int(ffi.cast("uintptr_t", tx._srtp[0]))
-    out = RtpOutput(0x11223344, 102, first_seq=65534, ts_offset=1000, srtp_ctx=ctx, protect=PROTECT, keepalive=tx,
+    ctx = srtp_context(tx)
+    out = RtpOutput(0x11223344, 102, first_seq=65534, ts_offset=1000, srtp_ctx=ctx, protect=SRTP_PROTECT, keepalive=tx,
                     **kw)  # type: ignore[arg-type]  # fmt: skip
     out.set_target(sock.fileno(), "127.0.0.1", port)
     return out

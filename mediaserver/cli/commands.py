@@ -159,6 +159,14 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
     p.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport to cameras")
     p.add_argument("--ice-host", action="append", default=None, help="only offer ICE host candidates on this address")
     p.add_argument(
+        "--viewer-networks",
+        type=_cidrs,
+        default=None,
+        metavar="CIDR,...",
+        help="networks viewers' ICE candidates may point into (the server sends STUN checks there); default any "
+        "address but loopback, link-local and this server's own (loopback only when every --ice-host is loopback)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
@@ -188,6 +196,17 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
     )
 
 
+def _cidrs(value: str) -> list[str]:
+    from mediaserver.viewer_networks import ViewerNetworks
+
+    cidrs = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        ViewerNetworks.parse(cidrs)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return cidrs
+
+
 def _settings(args: argparse.Namespace) -> ServerSettings:
     from mediaserver.cli.serve import ServerSettings, parse_http
     from mediaserver.worker import WorkerSettings
@@ -196,6 +215,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
     worker = WorkerSettings(
         transport=args.transport,
         ice_hosts=args.ice_host,
+        viewer_networks=args.viewer_networks,
         first_picture=args.first_picture,
         idle_read_interval=args.idle_read_ms / 1000,
     )

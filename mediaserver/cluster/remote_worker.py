@@ -35,19 +35,9 @@ import aiohttp
 
 from mediaserver.cluster.placement import Move, Placement
 from mediaserver.cluster.supervisor import Endpoint
-from mediaserver.cluster.worker_client import (
-    UNKNOWN,
-    WORKER_DOWN,
-    BadOffer,
-    NotYet,
-    Overloaded,
-    UnknownCamera,
-    UnknownSession,
-    Unsupported,
-    WorkerError,
-    WorkerUnavailable,
-)
+from mediaserver.cluster.worker_client import UNKNOWN, WORKER_DOWN
 from mediaserver.cluster.worker_rpc import SECRET_HEADER
+from mediaserver.errors import SessionError, UnknownCamera, UnknownSession, WorkerUnavailable, from_wire
 from mediaserver.metrics import Sample
 from mediaserver.registry import Camera
 
@@ -57,13 +47,6 @@ POLL_S = 0.5
 RPC_TIMEOUT_S = 15.0  # an offer waits for ICE gathering on the worker
 HANDOVER_S = 10.0  # how long a moving camera may take to stream on its new worker before the route switches
 MAX_IDS_PER_CALL = 2000
-_KINDS: dict[str, type[WorkerError]] = {
-    "unknown_camera": UnknownCamera,
-    "unknown_session": UnknownSession,
-    "bad_offer": BadOffer,
-    "unsupported": Unsupported,
-    "not_yet": NotYet,
-}
 CameraState = tuple[str, str, bool]  # ingest state, codec, has a picture (worker.Worker.states)
 
 
@@ -316,7 +299,10 @@ class RemoteWorkerClient:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise WorkerUnavailable(f"worker {index}: {exc!r}") from None
         if response.status >= 400:
-            raise _error(reply if isinstance(reply, dict) else {})
+            error = from_wire(reply if isinstance(reply, dict) else {})
+            if response.status >= 500:
+                log.error("worker %d failed on %s: %s", index, path, error)  # its own log has the stack
+            raise error
         return endpoint.generation, reply
 
     async def _flush_all(self) -> None:
@@ -330,7 +316,7 @@ class RemoteWorkerClient:
             remove = sorted(outbox.remove)[: MAX_IDS_PER_CALL - len(put)]
             try:
                 await self._call(index, "/cameras", {"put": put, "remove": remove})
-            except WorkerError as exc:
+            except SessionError as exc:
                 log.debug("worker %d: registry delta not delivered (%s); will retry", index, exc)
                 return
             outbox.put.difference_update(put)  # what changed meanwhile was re-added and is sent next round
@@ -347,7 +333,7 @@ class RemoteWorkerClient:
         known = self._known[index]
         try:
             generation, state = await self._call(index, f"/state?cursor={quote(known.cursor)}", None)
-        except WorkerError:
+        except SessionError:
             if index < len(self._known) and self._directory.endpoint(index) is None:
                 self._known[index] = _Known(-1)  # down: its sessions and states are gone with it
             return
@@ -393,10 +379,3 @@ class RemoteWorkerClient:
         if missing or extra:
             log.info("worker %d: reconciling %d missing, %d extra cameras", index, len(missing), len(extra))
             self._outbox[index].add(put=missing, remove=extra)
-
-
-def _error(reply: dict[str, Any]) -> WorkerError:
-    kind, detail = str(reply.get("error", "")), str(reply.get("detail", ""))
-    if kind == "overloaded":
-        return Overloaded(detail, int(reply.get("retry_after_s", 5)), reply.get("load") or {})
-    return _KINDS.get(kind, Unsupported)(detail)

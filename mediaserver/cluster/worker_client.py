@@ -3,8 +3,8 @@
 Two protocols: `WorkerClient` (viewer sessions: what WHEP and the access layer need) and `WorkerOps`
 (health, camera status and metrics samples: what signaling/ops_api.py needs). Two implementations of both:
 `LocalWorkerClient` calls an in-process worker (`--workers 0/1`, and the tests); `RemoteWorkerClient`
-(remote_worker.py) calls worker processes over their internal RPC. The errors below are the front's own,
-so the HTTP layer never depends on a worker's internals.
+(remote_worker.py) calls worker processes over their internal RPC. Both raise the session errors of
+mediaserver/errors.py, so the HTTP layer never depends on a worker's internals.
 """
 
 from __future__ import annotations
@@ -14,49 +14,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mediaserver import egress as eg
+from mediaserver.errors import Unsupported
 from mediaserver.metrics import Sample, process_sample, sample_worker
 from mediaserver.registry import Camera
 
 if TYPE_CHECKING:
     from mediaserver.worker import Worker
-
-
-class WorkerError(Exception):
-    """Base of the errors a worker reports to the front."""
-
-
-class UnknownCamera(WorkerError):
-    pass
-
-
-class UnknownSession(WorkerError):
-    pass
-
-
-class BadOffer(WorkerError):
-    """The offer or fragment can't be used (unparsable SDP, no video, no H.264)."""
-
-
-class Unsupported(WorkerError):
-    """A valid request the worker does not implement (e.g. ICE restart)."""
-
-
-class Overloaded(WorkerError):
-    """The worker refuses new sessions now (admission control): retry after `retry_after_s`."""
-
-    def __init__(self, reason: str, retry_after_s: int = 5, load: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after_s = retry_after_s
-        self.load = load or {}
-
-
-class NotYet(WorkerError):
-    """The camera has no picture yet (no keyframe cached)."""
-
-
-class WorkerUnavailable(Unsupported):
-    """The worker holding the camera is down (restarting): the request may succeed in a few seconds.
-    An `Unsupported`, so WHEP answers 503."""
 
 
 class WorkerClient(Protocol):
@@ -101,22 +64,6 @@ UNKNOWN = {"state": "unknown", "codec": ""}
 LOCAL_NAME = "0"  # the in-process worker's name in metrics (the front is that process)
 WORKER_DOWN = {"state": "worker_down", "codec": ""}  # the camera's worker is dead or restarting
 
-_ERRORS: list[tuple[type[Exception], type[WorkerError]]] = [
-    (eg.UnknownCamera, UnknownCamera),
-    (eg.UnknownSession, UnknownSession),
-    (eg.BadOffer, BadOffer),
-    (eg.NotYet, NotYet),
-]
-
-
-def _translate(exc: eg.EgressError) -> WorkerError:
-    if isinstance(exc, eg.Overloaded):
-        return Overloaded(str(exc), exc.refusal.retry_after_s, exc.refusal.load)
-    for theirs, ours in _ERRORS:
-        if isinstance(exc, theirs):
-            return ours(str(exc))
-    return Unsupported(str(exc))
-
 
 class LocalWorkerClient:
     """A worker in this process (`worker` may be None where a test drives an `Egress` alone)."""
@@ -129,28 +76,16 @@ class LocalWorkerClient:
         return self.egress.has_camera(camera_id)
 
     async def offer(self, camera_id: str, sdp: str, profile: str | None = None) -> tuple[str, str]:
-        try:
-            return await self.egress.offer(camera_id, sdp, profile)
-        except eg.EgressError as exc:
-            raise _translate(exc) from exc
+        return await self.egress.offer(camera_id, sdp, profile)
 
     async def snapshot(self, camera_id: str, width: int | None = None) -> bytes:
-        try:
-            return await self.egress.snapshot(camera_id, width)
-        except eg.EgressError as exc:
-            raise _translate(exc) from exc
+        return await self.egress.snapshot(camera_id, width)
 
     async def patch(self, session_id: str, fragment: str) -> None:
-        try:
-            await self.egress.patch(session_id, fragment)
-        except eg.EgressError as exc:
-            raise _translate(exc) from exc
+        await self.egress.patch(session_id, fragment)
 
     async def close(self, session_id: str) -> None:
-        try:
-            await self.egress.close(session_id)
-        except eg.EgressError as exc:
-            raise _translate(exc) from exc
+        await self.egress.close(session_id)
 
     async def close_all(self) -> None:
         await self.egress.close_all()

@@ -8,13 +8,16 @@
 
 Not for clients: the worker binds 127.0.0.1 only and every request must carry the per-boot secret the
 supervisor gave it (`SECRET_HEADER`), so another local user or a browser page (DNS rebinding, CSRF against
-localhost) can't drive it. Errors are `{"error": kind, "detail": text}` with a kind from `ERROR_KINDS`.
+localhost) can't drive it. A session error is answered 409 `errors.to_wire(exc)` (`{"error": kind, "detail":
+text, ...}`, kinds from mediaserver/errors.py's one table); any other exception is a bug: logged here with its
+stack and answered 500 `{"error": "internal"}`.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mediaserver import egress as eg
+from mediaserver.errors import ServerError, SessionError, to_wire
 from mediaserver.metrics import sample_worker
 from mediaserver.registry import Camera
 from mediaserver.worker import Worker
@@ -30,16 +33,7 @@ from mediaserver.worker import Worker
 SECRET_HEADER = "X-Goldentime-Worker-Secret"
 SECRET_ENV = "GOLDENTIME_WORKER_SECRET"
 MAX_CAMERAS_PER_SAMPLE = 100
-
-# egress error -> the kind sent to the front (signaling/worker_client.py maps kinds back to its own errors)
-ERROR_KINDS: list[tuple[type[eg.EgressError], str]] = [
-    (eg.UnknownCamera, "unknown_camera"),
-    (eg.UnknownSession, "unknown_session"),
-    (eg.BadOffer, "bad_offer"),
-    (eg.Unsupported, "unsupported"),
-    (eg.Overloaded, "overloaded"),
-    (eg.NotYet, "not_yet"),
-]
+log = logging.getLogger(__name__)
 WORKER: web.AppKey[Worker] = web.AppKey("rpc_worker")
 NAME: web.AppKey[str] = web.AppKey("rpc_name")
 LOOKUP: web.AppKey[CameraLookup | None] = web.AppKey("rpc_lookup")
@@ -92,13 +86,6 @@ class StateFeed:
         return body
 
 
-def error_kind(exc: eg.EgressError) -> str:
-    for cls, kind in ERROR_KINDS:
-        if isinstance(exc, cls):
-            return kind
-    return "unsupported"
-
-
 def _secret_middleware(secret: str) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -106,11 +93,14 @@ def _secret_middleware(secret: str) -> Any:
             return web.json_response({"error": "forbidden", "detail": "internal worker RPC"}, status=403)
         try:
             return await handler(request)
-        except eg.EgressError as exc:
-            body: dict[str, Any] = {"error": error_kind(exc), "detail": str(exc)}
-            if isinstance(exc, eg.Overloaded):
-                body.update(retry_after_s=exc.refusal.retry_after_s, load=exc.refusal.load)
-            return web.json_response(body, status=409)
+        except SessionError as exc:
+            return web.json_response(to_wire(exc), status=409)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("worker RPC %s failed", request.path)
+            return web.json_response(to_wire(ServerError(f"{type(exc).__name__} (the worker's log has the stack)")),
+                                     status=500)  # fmt: skip
 
     return check
 
