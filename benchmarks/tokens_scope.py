@@ -62,7 +62,9 @@ def machine() -> str:
     model = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
     )
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.platform()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    python = platform.python_version()
+    return f"{os.cpu_count()} CPUs ({model}), load average {load}, Python {python}, {platform.platform()}"
 
 
 def bench_tokens(access: Access, cameras: list[dict[str, Any]], n: int) -> dict[str, float]:
@@ -170,8 +172,8 @@ def large_geometries(rng: np.random.Generator) -> dict[str, tuple[dict[str, Any]
         "before cap: polygon, 13 rings x 2,000 vertices, 5 km radius": (
             {"type": "Polygon", "coordinates": review_polygon},
             lambda ix: ix.in_polygon(review_polygon, 200), False),
-        "largest allowed: route, 1,000 points, 99 km, 1 km buffer, nearest 500": (
-            {"type": "LineString", "coordinates": route}, lambda ix: ix.near_line(route, 1000, 500), True),
+        "largest allowed: route, 1,000 points, 99 km, 500 m buffer (the maximum), nearest 500": (
+            {"type": "LineString", "coordinates": route}, lambda ix: ix.near_line(route, 500, 500), True),
         "largest allowed: route, 1,000 points, 99 km, 100 m buffer, nearest 20": (
             {"type": "LineString", "coordinates": route}, lambda ix: ix.near_line(route, 100, 20), True),
         "largest allowed: polygon, 16 rings, 1,000 vertices, 97 km of edges, 12.5 km radius, nearest 500": (

@@ -116,7 +116,7 @@ class CameraIndex:
         return self._row_spans(rows, np.full(len(rows), c0), np.full(len(rows), c1))[0]
 
     def _row_spans(self, rows: IntArray, c0: IntArray, c1: IntArray) -> tuple[IntArray, IntArray]:
-        """Cameras in columns c0..c1 of each row (one contiguous slice each): (indices, which span)."""
+        """Cameras in columns c0..c1 of each row (one contiguous slice each): (indices, count per span)."""
         lo = np.searchsorted(self.keys, rows * self.cols + c0, side="left")
         hi = np.searchsorted(self.keys, rows * self.cols + c1, side="right")
         return _ranges(lo, np.where(c0 <= c1, hi, lo))
@@ -130,7 +130,10 @@ class CameraIndex:
         return [(self.ids[i], round(d, 1)) for i, d in zip(picked, dists, strict=True)]
 
     def _project(self, coords: Sequence[LonLat]) -> FloatArray:
-        lonlat = np.asarray([(p[0], p[1]) for p in coords], dtype=np.float64).reshape(-1, 2)
+        try:
+            lonlat = np.asarray(coords, dtype=np.float64)[:, :2]  # validated: [lon, lat] pairs
+        except (ValueError, IndexError):
+            lonlat = np.asarray([(p[0], p[1]) for p in coords], dtype=np.float64).reshape(-1, 2)
         return np.column_stack(((lonlat[:, 0] - self.proj.lon0) * self.proj.kx,
                                 (lonlat[:, 1] - self.proj.lat0) * self.proj.ky))  # fmt: skip
 
@@ -156,9 +159,9 @@ class CameraIndex:
         # (y1 > py) != (y2 > py)  <=>  min(y1, y2) <= py < max(y1, y2): a half-open band of the y order
         lo = np.searchsorted(self.ys, np.minimum(y1, y2), side="left")
         hi = np.searchsorted(self.ys, np.maximum(y1, y2), side="left")
-        pos, edge = _ranges(lo, hi)
-        py, x1, y1 = self.ys[pos], x1[edge], y1[edge]
-        x_at = x1 + (py - y1) * (x2[edge] - x1) / (y2[edge] - y1)
+        pos, per_edge = _ranges(lo, hi)
+        slope = (x2 - x1) / (y2 - y1)  # the ray from (px, py) crosses the edge where x = x1 + (py - y1) * slope
+        x_at = np.repeat(x1 - y1 * slope, per_edge) + self.ys[pos] * np.repeat(slope, per_edge)
         crossings = np.bincount(self.by_y[pos[self.xs[pos] < x_at]], minlength=len(self))
         (x_lo, y_lo), (x_hi, y_hi) = outer.min(axis=0), outer.max(axis=0)
         inside = crossings & 1 == 1
@@ -175,8 +178,8 @@ class CameraIndex:
         pad = buffer_m + 1e-6  # candidates are a superset; the exact test below decides
         r0 = np.maximum(np.floor((np.minimum(ay, by) - pad - self.y0) / self.cell), 0).astype(np.int64)
         r1 = np.minimum(np.floor((np.maximum(ay, by) + pad - self.y0) / self.cell), self.rows - 1).astype(np.int64)
-        seg_rows, seg = _ranges(r0, np.maximum(r1 + 1, r0))
-        ax, ay, dx, dy = ax[seg], ay[seg], bx[seg] - ax[seg], by[seg] - ay[seg]
+        seg_rows, per_seg = _ranges(r0, np.maximum(r1 + 1, r0))
+        ax, ay, dx, dy = (np.repeat(v, per_seg) for v in (ax, ay, bx - ax, by - ay))
         # The part of the segment within `pad` of this row's band, then `pad` either side of it.
         band_lo = self.y0 + seg_rows * self.cell - pad
         flat = dy == 0
@@ -187,10 +190,10 @@ class CameraIndex:
         xa, xb = ax + tlo * dx, ax + thi * dx
         c0 = np.maximum(np.floor((np.minimum(xa, xb) - pad - self.x0) / self.cell), 0).astype(np.int64)
         c1 = np.minimum(np.floor((np.maximum(xa, xb) + pad - self.x0) / self.cell), self.cols - 1).astype(np.int64)
-        idx, span = self._row_spans(seg_rows, c0, c1)
+        idx, per_span = self._row_spans(seg_rows, c0, c1)
         length2 = dx * dx + dy * dy
         inv = 1.0 / np.where(length2 == 0, 1.0, length2)  # a zero-length segment is its point (t = 0)
-        ax, ay, dx, dy, inv = np.column_stack((ax, ay, dx, dy, inv))[span].T  # one gather for all five
+        ax, ay, dx, dy, inv = (np.repeat(v, per_span) for v in (ax, ay, dx, dy, inv))  # each span's segment
         ex, ey = self.x[idx] - ax, self.y[idx] - ay
         t = (ex * dx + ey * dy) * inv
         np.clip(t, 0.0, 1.0, out=t)
@@ -206,11 +209,11 @@ class CameraIndex:
 
 
 def _ranges(lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray]:
-    """Concatenated aranges lo[i]..hi[i]-1 without a Python loop: (values, i for each value)."""
+    """Concatenated aranges lo[i]..hi[i]-1 without a Python loop: (values, length of each). Per-range
+    values follow with np.repeat(v, lengths), which is faster than gathering them by range number."""
     lengths = np.maximum(hi - lo, 0)
-    group = np.repeat(np.arange(len(lo), dtype=np.int64), lengths)
-    offsets = np.cumsum(lengths) - lengths
-    return np.arange(int(lengths.sum()), dtype=np.int64) - offsets[group] + lo[group], group
+    starts = lo - (np.cumsum(lengths) - lengths)
+    return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts, lengths), lengths
 
 
 class ScopeIndex:
