@@ -68,14 +68,19 @@ def connect(path: str | Path, **kwargs: Any) -> sqlite3.Connection:
 
 
 def create_private(path: Path, data: bytes) -> bool:
-    """Write a new 0600 file; False (and nothing written) if it exists already."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
-    except FileExistsError:
-        return False
+    """Write a new 0600 file; False (and nothing written) if it exists already. The file appears whole (written
+    aside, then linked in), so a process racing to create the same key reads it complete, never empty."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic, and fails if the file exists
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
     return True

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +195,15 @@ def test_rotate_master_reseals_keys_and_camera_credentials(tmp_path: Path, capsy
     assert record["detail"]["values"] == 2
     access.close()
     assert cli(["keys", "rotate-master", "--new-key-file", str(new_key), "--db", str(db)]) == 2  # same key
+
+
+def test_processes_opening_a_new_database_at_once_share_one_generated_key(tmp_path: Path) -> None:
+    """The supervisor's workers and the front open the registry together: the key beside it is made once."""
+    db = tmp_path / "gt.db"
+    code = "import sys; from mediaserver.registry import Registry; print(Registry(sys.argv[1])._box.key_id)"
+    env = {k: v for k, v in os.environ.items() if k != ENV_KEY_FILE}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(4)]  # fmt: skip
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len({out.strip() for out, _ in outs}) == 1 and mode(tmp_path / "gt.db.key") == 0o600
