@@ -106,20 +106,27 @@ class CameraIndex:
 
     def _box(self, xmin: float, xmax: float, ymin: float, ymax: float) -> IntArray:
         """Indices of the cameras in the grid cells overlapping the box (a superset of those inside it)."""
+        return _ranges(*self._box_spans(xmin, xmax, ymin, ymax))[0]
+
+    def _box_spans(self, xmin: float, xmax: float, ymin: float, ymax: float) -> tuple[IntArray, IntArray]:
         c0 = max(0, math.floor((xmin - self.x0) / self.cell))
         c1 = min(self.cols - 1, math.floor((xmax - self.x0) / self.cell))
         r0 = max(0, math.floor((ymin - self.y0) / self.cell))
         r1 = min(self.rows - 1, math.floor((ymax - self.y0) / self.cell))
         if c0 > c1 or r0 > r1 or not len(self):
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         rows = np.arange(r0, r1 + 1, dtype=np.int64)
-        return self._row_spans(rows, np.full(len(rows), c0), np.full(len(rows), c1))[0]
+        return self._spans(rows, np.full(len(rows), c0), np.full(len(rows), c1))
+
+    def _spans(self, rows: IntArray, c0: IntArray, c1: IntArray) -> tuple[IntArray, IntArray]:
+        """Where the cameras in columns c0..c1 of each row lie in the grid order: (start, end) per row."""
+        lo = np.searchsorted(self.keys, rows * self.cols + c0, side="left")
+        hi = np.searchsorted(self.keys, rows * self.cols + c1, side="right")
+        return lo, np.where(c0 <= c1, hi, lo)
 
     def _row_spans(self, rows: IntArray, c0: IntArray, c1: IntArray) -> tuple[IntArray, IntArray]:
         """Cameras in columns c0..c1 of each row (one contiguous slice each): (indices, count per span)."""
-        lo = np.searchsorted(self.keys, rows * self.cols + c0, side="left")
-        hi = np.searchsorted(self.keys, rows * self.cols + c1, side="right")
-        return _ranges(lo, np.where(c0 <= c1, hi, lo))
+        return _ranges(*self._spans(rows, c0, c1))
 
     def _hits(self, idx: IntArray, dist: FloatArray, limit: int | None) -> list[Hit]:
         if limit is not None and len(dist) > limit:
@@ -150,23 +157,36 @@ class CameraIndex:
         """Even-odd rule over all rings, so holes (inner rings) are excluded.
 
         Each edge is tested only against the cameras in its own y band (one slice of the y-sorted cameras),
-        so the work is the sum of the edges' heights times the cameras per metre, not edges x cameras."""
+        so the work is the sum of the edges' heights times the cameras per metre, not edges x cameras. A
+        small polygon sorts just the cameras of its bounding box; a large one uses the index's y order."""
         projected = [self._project(ring) for ring in rings]
         outer = projected[0]
+        (x_lo, y_lo), (x_hi, y_hi) = outer.min(axis=0), outer.max(axis=0)
+        starts, ends = self._box_spans(x_lo, x_hi, y_lo, y_hi)
+        if int((ends - starts).sum()) * 4 < len(self):
+            box = _ranges(starts, ends)[0]
+            order = box[np.argsort(self.y[box], kind="stable")]
+            ys, xs = self.y[order], self.x[order]
+        else:
+            order, ys, xs = self.by_y, self.ys, self.xs
         edges = np.concatenate([np.column_stack((r[:-1], r[1:])) for r in projected])  # x1, y1, x2, y2
         edges = edges[edges[:, 1] != edges[:, 3]]  # a horizontal edge never crosses the ray
         x1, y1, x2, y2 = edges.T
         # (y1 > py) != (y2 > py)  <=>  min(y1, y2) <= py < max(y1, y2): a half-open band of the y order
-        lo = np.searchsorted(self.ys, np.minimum(y1, y2), side="left")
-        hi = np.searchsorted(self.ys, np.maximum(y1, y2), side="left")
+        lo = np.searchsorted(ys, np.minimum(y1, y2), side="left")
+        hi = np.searchsorted(ys, np.maximum(y1, y2), side="left")
         pos, per_edge = _ranges(lo, hi)
         slope = (x2 - x1) / (y2 - y1)  # the ray from (px, py) crosses the edge where x = x1 + (py - y1) * slope
-        x_at = np.repeat(x1 - y1 * slope, per_edge) + self.ys[pos] * np.repeat(slope, per_edge)
-        crossings = np.bincount(self.by_y[pos[self.xs[pos] < x_at]], minlength=len(self))
-        (x_lo, y_lo), (x_hi, y_hi) = outer.min(axis=0), outer.max(axis=0)
-        inside = crossings & 1 == 1
-        inside &= (self.x >= x_lo) & (self.x <= x_hi) & (self.y >= y_lo) & (self.y <= y_hi)
-        idx = np.flatnonzero(inside)
+        x_at = np.repeat(x1 - y1 * slope, per_edge) + ys[pos] * np.repeat(slope, per_edge)
+        crossed = pos[xs[pos] < x_at]  # positions in `order`, once per edge their ray crosses
+        if order is self.by_y:  # whole-index arrays, in the grid order: cache-friendly gathers after
+            inside = np.bincount(order[crossed], minlength=len(self)) & 1 == 1
+            inside &= (self.x >= x_lo) & (self.x <= x_hi) & (self.y >= y_lo) & (self.y <= y_hi)
+            idx = np.flatnonzero(inside)
+        else:
+            odd = np.flatnonzero(np.bincount(crossed, minlength=len(order)) & 1)
+            px, py = xs[odd], ys[odd]
+            idx = order[odd[(px >= x_lo) & (px <= x_hi) & (py >= y_lo) & (py <= y_hi)]]
         cx, cy = outer[:-1, 0].mean(), outer[:-1, 1].mean()
         return self._hits(idx, np.hypot(self.x[idx] - cx, self.y[idx] - cy), limit)
 
