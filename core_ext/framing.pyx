@@ -135,7 +135,8 @@ cdef Py_ssize_t _content_length(bytes header) except -1:
         name, sep, value = line.partition(b":")
         if sep and name.strip().lower() == b"content-length":
             value = value.strip()
-            if not value.isdigit():
-                raise FramingError(f"bad Content-Length {value!r}")
+            # digits only (no sign), and short enough for Py_ssize_t: a 2**63 length is garbage, not an overflow
+            if not value.isdigit() or len(value) > 18:
+                raise FramingError(f"bad Content-Length {value[:40]!r}")
             return int(value)
     return 0

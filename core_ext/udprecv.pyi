@@ -25,7 +25,14 @@ class UdpReceiver:
     @property
     def bytes(self) -> int: ...
     @property
-    def foreign(self) -> int: ...  # from another address: dropped
+    def foreign(self) -> int: ...  # from another address or source port: dropped
+    @property
+    def foreign_ssrc(self) -> int: ...  # from the camera's address and port with another SSRC: dropped
+    @property
+    def source_port(self) -> int | None: ...  # the RTP source port accepted (None until pinned or latched)
+    @property
+    def ssrc(self) -> int | None: ...  # the SSRC accepted (None until pinned or latched)
+    def pin(self, port: int | None = None, ssrc: int | None = None) -> None: ...
     @property
     def oversized(self) -> int: ...  # larger than SLOT_SIZE: dropped
     @property

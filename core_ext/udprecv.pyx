@@ -1,5 +1,9 @@
 """RTP over UDP, many datagrams per system call: recvmmsg(2) on a non-blocking socket, each datagram from
-the camera's address pushed straight into its depacketiser in C; Python sees only completed access units.
+the camera pushed straight into its depacketiser in C; Python sees only completed access units.
+
+"From the camera" means its address, its RTP source port (SETUP's `server_port`, else the first port seen) and
+its SSRC (SETUP's `ssrc=`, else the first one seen): anyone else who can reach the socket, even from the
+camera's host, is counted and dropped before RTP parsing.
 
 The receive slots are shared by every receiver in the process (a worker is one thread and a drain never
 yields), so a camera costs no buffer memory of its own beyond its depacketiser. The GIL is held throughout:
@@ -9,7 +13,7 @@ the socket is non-blocking, so the call never waits, and no other thread can tou
 import socket as _socket
 
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcmp, memcpy, strerror
 from posix.uio cimport iovec
 
@@ -27,10 +31,13 @@ cdef extern from "<netinet/in.h>" nogil:
         pass
     cdef struct sockaddr_in:
         sa_family_t sin_family
+        uint16_t sin_port
         in_addr sin_addr
     cdef struct sockaddr_in6:
         sa_family_t sin6_family
+        uint16_t sin6_port
         in6_addr sin6_addr
+    uint16_t ntohs(uint16_t)
 
 
 cdef enum:
@@ -88,6 +95,29 @@ cdef class UdpReceiver:
         self.owner = owner
         self.cache = cache
         self._done = []
+        self._port = -1
+        self._ssrc_known = False
+
+    def pin(self, port=None, ssrc=None):
+        """Accept RTP only from this source port and with this SSRC (SETUP's Transport `server_port` and
+        `ssrc`); each left None is latched from the first datagram from the camera's address."""
+        if port is not None and not 0 < port <= 0xFFFF:
+            raise ValueError(f"source port out of range: {port!r}")
+        if ssrc is not None and not 0 <= ssrc <= 0xFFFFFFFF:
+            raise ValueError(f"SSRC out of range: {ssrc!r}")
+        self._port = -1 if port is None else port
+        self._ssrc_known = ssrc is not None
+        self._ssrc = 0 if ssrc is None else ssrc
+
+    @property
+    def source_port(self):
+        """The RTP source port accepted (None until pinned or latched)."""
+        return None if self._port < 0 else self._port
+
+    @property
+    def ssrc(self):
+        """The SSRC accepted (None until pinned or latched)."""
+        return self._ssrc if self._ssrc_known else None
 
     @property
     def depacketizer(self):
@@ -107,7 +137,7 @@ cdef class UdpReceiver:
 
     def as_dict(self):
         return {"datagrams": self.datagrams, "bytes": self.bytes, "foreign": self.foreign,
-                "oversized": self.oversized, "reads": self.reads}
+                "foreign_ssrc": self.foreign_ssrc, "oversized": self.oversized, "reads": self.reads}
 
     cdef Py_ssize_t drain_c(self, list out, Py_ssize_t limit) except -1:
         """Returns the number of datagrams read (from anyone)."""
@@ -159,23 +189,43 @@ cdef class UdpReceiver:
         if hdr.msg_flags & MSG_TRUNC:
             self.oversized += 1
             return 0
+        cdef const uint8_t* p = &_slots[i * SLOT]
+        cdef unsigned int n = _msgs[i].msg_len
+        cdef uint32_t ssrc
         if not self._from_source(hdr.msg_name, hdr.msg_namelen):
             self.foreign += 1
             return 0
+        if n >= 12 and p[0] >> 6 == 2:                 # else the depacketiser counts it (truncated, bad_version)
+            ssrc = (<uint32_t>p[8] << 24) | (<uint32_t>p[9] << 16) | (<uint32_t>p[10] << 8) | p[11]
+            if not self._ssrc_known:
+                self._ssrc, self._ssrc_known = ssrc, True
+            elif ssrc != self._ssrc:
+                self.foreign_ssrc += 1
+                return 0
         self.datagrams += 1
-        self.bytes += _msgs[i].msg_len
-        self._depacketizer.push_c(&_slots[i * SLOT], _msgs[i].msg_len, out)
+        self.bytes += n
+        self._depacketizer.push_c(p, n, out)
         return 0
 
     cdef bint _from_source(self, const void* name, unsigned int namelen) noexcept:
+        """The camera's address and RTP port (the first port seen from the address, unless pinned)."""
         cdef const sockaddr_storage* ss = <const sockaddr_storage*>name
+        cdef int port
         if namelen < sizeof(sa_family_t) or ss.ss_family != self._family:
             return False
         if self._family == AF_INET:
-            return (namelen >= sizeof(sockaddr_in)
-                    and memcmp(&(<const sockaddr_in*>name).sin_addr, self._source, 4) == 0)
-        return (namelen >= sizeof(sockaddr_in6)
-                and memcmp(&(<const sockaddr_in6*>name).sin6_addr, self._source, 16) == 0)
+            if (namelen < sizeof(sockaddr_in)
+                    or memcmp(&(<const sockaddr_in*>name).sin_addr, self._source, 4) != 0):
+                return False
+            port = ntohs((<const sockaddr_in*>name).sin_port)
+        else:
+            if (namelen < sizeof(sockaddr_in6)
+                    or memcmp(&(<const sockaddr_in6*>name).sin6_addr, self._source, 16) != 0):
+                return False
+            port = ntohs((<const sockaddr_in6*>name).sin6_port)
+        if self._port < 0:
+            self._port = port
+        return port == self._port
 
 
 def drain_each(receivers, Py_ssize_t limit=DEFAULT_LIMIT):

@@ -12,6 +12,7 @@ import time
 from typing import Protocol
 
 from core_ext.gop import GopCache
+from mediaserver.sink import CatchUp
 
 
 class Unit(Protocol):
@@ -35,6 +36,7 @@ class Listener(Protocol):
     """A consumer called synchronously for every unit (egress's fan-out: one call sends to all its viewers)."""
 
     def offer(self, unit: Unit) -> None: ...
+
     def reset(self) -> None:
         """The stream broke: what comes next does not continue what was sent."""
         ...
@@ -42,19 +44,6 @@ class Listener(Protocol):
     def hub_closed(self) -> None: ...
     def __len__(self) -> int:
         """How many viewers it serves (a camera with any is read live, not in batches)."""
-        ...
-
-
-class Reader(Protocol):
-    """The ingest session feeding a hub, as far as the hub steers it (rtsp/client.py). A camera nobody watches is
-    read in batches a few times a second; these bring it to the present when someone needs it."""
-
-    def read_now(self) -> None:
-        """Read what the camera sent since the last batch (a GOP is about to be taken)."""
-        ...
-
-    def go_live(self) -> None:
-        """A consumer arrived: read every packet from now on, not at the next batch."""
         ...
 
 
@@ -129,6 +118,7 @@ class Subscription:
 class Hub:
     """The live state of one camera: codec, parameter sets, the current GOP and the subscribers.
 
+    It is the ingest's `UnitSink` (mediaserver/sink.py: how units reach the cache, and the one re-entry contract).
     The GOP cache and the counters live in C (core_ext/gop.pyx) so that, while the cache is a camera's only
     consumer, the UDP receiver or the TCP demuxer can add its frames there without entering Python;
     `_consumers_changed` keeps the cache's `direct` flag saying whether that holds."""
@@ -139,7 +129,7 @@ class Hub:
         self.cache = GopCache(MAX_GOP_BYTES, MAX_GOP_UNITS)
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Listener] = []
-        self.reader: Reader | None = None  # set by the ingest while a session plays
+        self.catch_up: CatchUp | None = None  # set by the ingest while a session plays
         self._consumers_changed()
 
     @property
@@ -165,6 +155,7 @@ class Hub:
 
     # --- producer side (ingest) ---
     def publish(self, unit: Unit) -> None:
+        """The Python path of a unit into the cache (sink.py); the C path adds to `cache` directly."""
         self.cache.add(unit, time.monotonic())
         if self._subscribers:
             for sub in tuple(self._subscribers):
@@ -172,6 +163,8 @@ class Hub:
         if self._listeners:
             for listener in tuple(self._listeners):
                 listener.offer(unit)
+
+    put = publish  # sink.UnitSink.put, without a call more per frame
 
     def reset(self) -> None:
         """The stream broke (reconnect): cached units can't be continued by what comes next."""
@@ -183,16 +176,17 @@ class Hub:
 
     def _consumers_changed(self) -> None:
         direct = not self._subscribers and not self._listeners
-        if self.cache.direct and not direct and self.reader is not None:
-            self.reader.go_live()
+        if self.cache.direct and not direct and self.catch_up is not None:
+            self.catch_up.go_live()
         self.cache.direct = direct
 
     # --- consumer side (egress, bridge) ---
     def gop(self) -> list[Unit]:
         """The units since the last keyframe (the first one is the keyframe), or [] if none is cached. A camera
-        read in batches is read first, so a viewer's first picture is the present one, whatever the interval."""
-        if self.cache.direct and self.reader is not None:
-            self.reader.read_now()
+        read in batches is read first, so a viewer's first picture is the present one, whatever the interval: the
+        documented re-entry (sink.py), `read_now` may call `put` before the snapshot is taken."""
+        if self.cache.direct and self.catch_up is not None:
+            self.catch_up.read_now()
         return self.cache.snapshot()
 
     @property

@@ -1,5 +1,8 @@
 """Always-on ingest of one camera: connect, stream into its hub, and on any failure log it, count it and
-reconnect with jittered backoff under the process-wide reconnect cap. One camera's trouble stays its own."""
+reconnect with jittered backoff under the process-wide reconnect cap. One camera's trouble stays its own.
+
+The session (mediaserver/rtsp/client.py) sees the hub only as a `UnitSink` and the hub sees the session only as
+its `CatchUp` (mediaserver/sink.py); this module wires the two for the time a session plays."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from enum import StrEnum
 from mediaserver.hub import Hub
 from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.client import RtspClient, Source, Timeouts
-from mediaserver.rtsp.message import RtspError
+from mediaserver.rtsp.errors import ErrorKind, RtspError
 from mediaserver.rtsp.reconnect import Backoff, RateLimiter
 
 log = logging.getLogger("goldentime.ingest")
@@ -56,7 +59,7 @@ class CameraIngest:
         self._start_limiter = start_limiter
         self._task: asyncio.Task[None] | None = None
         self.state = State.IDLE
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # by ErrorKind (the values are the metric's labels)
         self.warnings: Counter[str] = Counter()
         self.last_error = ""
         self.connects = 0  # successful PLAYs
@@ -95,7 +98,7 @@ class CameraIngest:
     async def _session(self) -> None:
         self.state = State.CONNECTING
         self.attempts += 1
-        client = RtspClient(self.source, self.hub.publish, self.timeouts, self._batch, self._watched, self.hub.cache)
+        client = RtspClient(self.source, self.hub, self.timeouts, self._batch, self._watched)
         self.client = client
         try:
             try:
@@ -103,7 +106,7 @@ class CameraIngest:
             finally:
                 self.warnings.update(client.warnings)
             self.hub.codec = client.codec
-            self.hub.reader = client
+            self.hub.catch_up = client
             self.connects += 1
             self.state = State.STREAMING
             log.info("%s: streaming %s over %s", self.hub.camera_id, client.codec, self.source.transport)
@@ -113,12 +116,12 @@ class CameraIngest:
             self.last_error = f"{e.kind}: {e}"
             log.warning("%s: %s; reconnecting", self.hub.camera_id, self.last_error)
         except Exception as e:  # a bug must cost one camera a reconnect, never the worker
-            self.errors["internal"] += 1
-            self.last_error = f"internal: {e!r}"
+            self.errors[ErrorKind.INTERNAL] += 1
+            self.last_error = f"{ErrorKind.INTERNAL}: {e!r}"
             log.exception("%s: internal error; reconnecting", self.hub.camera_id)
         finally:
             self.client = None
-            self.hub.reader = None
+            self.hub.catch_up = None
             self.hub.reset()
             self.rtp_totals.update(_rtp_counters(client))
             self.reads += client.socket_reads

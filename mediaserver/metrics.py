@@ -75,7 +75,7 @@ def sample_worker(worker: Worker | None, name: str, cameras: Iterable[str] = ())
     sample.update(
         cameras=dict(states),
         substreams=dict(Counter(ingest.state.value for ingest in subs)),
-        errors=dict(errors),
+        errors={str(kind): n for kind, n in errors.items()},  # ErrorKind values: the `kind` label
         frames=totals["frames"],
         bytes=totals["bytes"],
         gop_bytes=totals["gop_bytes"],
@@ -203,7 +203,8 @@ def _worker_counters(out: Exposition, samples: list[Sample]) -> None:
     ):
         out.family(name, "counter", help_text, [({"worker": s["worker"]}, s[key]) for s in samples])
     errors = [({"worker": s["worker"], "kind": kind}, n) for s in samples for kind, n in sorted(s["errors"].items())]
-    out.family("goldentime_rtsp_errors_total", "counter", "RTSP session failures by kind.", errors)
+    help_text = "RTSP session failures by kind (one of mediaserver.rtsp.errors.ErrorKind)."
+    out.family("goldentime_rtsp_errors_total", "counter", help_text, errors)
 
 
 def _gop_age(out: Exposition, samples: list[Sample]) -> None:

@@ -115,7 +115,7 @@ class Worker:
         return outcome
 
     def _ingest(self, hub: Hub, url: str, camera: Camera) -> CameraIngest:
-        source = Source(url, camera.username, camera.password, self.settings.transport)
+        source = Source.of_camera(url, camera.username, camera.password, self.settings.transport)
         ingest = CameraIngest(
             hub, source, self.limiter, self.settings.timeouts, batch=self.batch, start_limiter=self.start_limiter
         )

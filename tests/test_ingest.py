@@ -40,7 +40,8 @@ def ingest_for(url: str, transport: str = "tcp", timeouts: Timeouts = FAST) -> t
     hub = Hub("cam")
     recorder = Recorder(hub)
     backoff = Backoff(base=0.05, cap=0.3)
-    ingest = CameraIngest(hub, Source(clean, user, password, transport), RateLimiter(100), timeouts, backoff)
+    source = Source.of_camera(clean, user, password, transport)
+    ingest = CameraIngest(hub, source, RateLimiter(100), timeouts, backoff)
     ingest.start()
     return ingest, recorder
 
@@ -99,6 +100,7 @@ async def test_camera_with_access_unit_delimiters(h264_clip: Path) -> None:
 @pytest.mark.parametrize("method", ["basic", "digest"])
 async def test_auth(method: str, auth_camera: AuthCamera) -> None:
     url = auth_camera(method, "operator", "s3cret")  # type: ignore[arg-type]
+    url += "?allow_basic=1" if method == "basic" else ""  # Basic sends the password in clear: opt-in per camera
     good, good_units = ingest_for(with_credentials(url, "operator", "s3cret"))
     bad, bad_units = ingest_for(with_credentials(url, "operator", "wrong"))
     try:
@@ -107,6 +109,18 @@ async def test_auth(method: str, auth_camera: AuthCamera) -> None:
         await asyncio.gather(good.stop(), bad.stop())
     assert good.errors == {} and good.connects == 1
     assert bad_units.units == [] and bad.connects == 0
+
+
+async def test_basic_auth_is_refused_unless_the_camera_allows_it(auth_camera: AuthCamera) -> None:
+    """Over plain TCP, Basic would put the password on the wire in clear (issue 15 item 14)."""
+    url = auth_camera("basic", "operator", "s3cret")
+    ingest, units = ingest_for(with_credentials(url, "operator", "s3cret"))
+    try:
+        await wait_for(lambda: "auth_basic_refused: " in ingest.last_error, 10)
+        assert "allow_basic" in ingest.last_error  # says how to opt in
+    finally:
+        await ingest.stop()
+    assert units.units == [] and ingest.connects == 0 and ingest.errors["auth_basic_refused"] >= 1
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +243,7 @@ async def test_media_waiting_unread_in_the_socket_is_not_a_stall(h264_camera: st
 
 
 async def test_all_sessions_share_one_watchdog_timer(h264_camera: str) -> None:
-    from mediaserver.rtsp.client import Watchdog
+    from mediaserver.rtsp.watchdog import Watchdog
 
     watchdog = Watchdog.of(asyncio.get_running_loop())
     ingests = [CameraIngest(Hub(f"w{i}"), Source(h264_camera), RateLimiter(100), FAST, Backoff()) for i in range(3)]

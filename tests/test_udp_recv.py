@@ -1,6 +1,7 @@
-"""RTP over UDP read many datagrams per system call (core_ext/udprecv.pyx, rtsp/client.py `_UdpRtp`):
-against gst-rtsp-server and ffmpeg, with a foreign sender and garbage datagrams on the camera's RTP port,
-and through the batch reader while nobody watches."""
+"""RTP over UDP read many datagrams per system call (core_ext/udprecv.pyx, rtsp/udp.py `UdpRtp`):
+against gst-rtsp-server and ffmpeg, with foreign senders (another address, another port of the camera's
+address, another SSRC) and garbage datagrams on the camera's RTP port, and through the batch reader while
+nobody watches."""
 
 from __future__ import annotations
 
@@ -119,6 +120,62 @@ def test_an_unwatched_cameras_frames_go_to_its_cache_in_order(udp_pair: tuple[so
     assert len(receiver.drain()) == 1 and len(cache) == 2
 
 
+def test_rtp_only_from_the_pinned_port_and_ssrc(udp_pair: tuple[socket.socket, socket.socket]) -> None:
+    """SETUP's `server_port` and `ssrc` pin the sender: another port of the camera's own address, or the right port
+    with another SSRC, is dropped before RTP parsing (issue 15 item 14: only the address was checked)."""
+    rx, camera = udp_pair
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as neighbour:
+        neighbour.bind(("127.0.0.1", 0))  # the camera's address, another port: another process on its host
+        receiver = UdpReceiver(rx.fileno(), H264Depacketizer(payload_type=96), "127.0.0.1")
+        receiver.pin(camera.getsockname()[1], 0x1234)
+        neighbour.sendto(rtp(1, 0, b"\x65NEIGHBOUR"), rx.getsockname())
+        camera.sendto(rtp(2, 0, b"\x65SPOOF")[:8] + struct.pack("!I", 0x9999) + b"\x65SPOOF", rx.getsockname())
+        camera.sendto(rtp(3, 0, b"\x65CAMERA"), rx.getsockname())
+        units = receiver.drain()
+    assert [u.data[-6:] for u in units] == [b"CAMERA"]
+    assert (receiver.datagrams, receiver.foreign, receiver.foreign_ssrc) == (1, 1, 1)
+    assert (receiver.source_port, receiver.ssrc) == (camera.getsockname()[1], 0x1234)
+
+
+def test_without_setup_values_the_first_port_and_ssrc_are_latched(
+    udp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    rx, camera = udp_pair
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as neighbour:
+        neighbour.bind(("127.0.0.1", 0))
+        receiver = UdpReceiver(rx.fileno(), H264Depacketizer(payload_type=96), "127.0.0.1")
+        assert (receiver.source_port, receiver.ssrc) == (None, None)
+        camera.sendto(rtp(1, 0, b"\x65A"), rx.getsockname())  # first: latched (SSRC 0x1234)
+        neighbour.sendto(rtp(2, 3600, b"\x65B"), rx.getsockname())
+        camera.sendto(rtp(3, 7200, b"\x65C")[:8] + struct.pack("!I", 7) + b"\x65C", rx.getsockname())
+        camera.sendto(b"\x80", rx.getsockname())  # too short for an SSRC: the depacketiser's to count
+        camera.sendto(rtp(2, 10800, b"\x65D"), rx.getsockname())  # seq follows A: no loss
+        units = receiver.drain()
+    assert [u.data[-1:] for u in units] == [b"A", b"D"]
+    assert (receiver.foreign, receiver.foreign_ssrc, receiver.depacketizer.stats.truncated) == (1, 1, 1)
+    assert (receiver.source_port, receiver.ssrc) == (camera.getsockname()[1], 0x1234)
+    with pytest.raises(ValueError):
+        receiver.pin(70000, None)
+
+
+def test_garbage_from_the_cameras_port_lands_in_the_rtp_counters(
+    udp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Past the address, port and SSRC checks, garbage is the depacketiser's to count (only RTP v2 has an SSRC to
+    check: another version is bad_version, not a foreign sender)."""
+    rx, camera = udp_pair
+    receiver = UdpReceiver(rx.fileno(), H264Depacketizer(payload_type=96), "127.0.0.1")
+    receiver.pin(camera.getsockname()[1], 0x1234)
+    want: dict[str, int] = {}
+    for datagram, counter in garbage():
+        camera.sendto(datagram, rx.getsockname())
+        want[counter] = want.get(counter, 0) + 1
+    assert receiver.drain() == []
+    stats = receiver.depacketizer.stats
+    assert {name: getattr(stats, name) for name in want} == want
+    assert (receiver.foreign, receiver.foreign_ssrc) == (0, 0)
+
+
 def test_source_filter_ipv6() -> None:
     rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -182,21 +239,45 @@ async def test_foreign_sender_is_counted_and_dropped(h264_camera: str) -> None:
     assert not any(b"INTRUDER" in u.data for u in recorder.units)
 
 
+async def test_another_port_of_the_cameras_address_is_dropped(h264_camera: str) -> None:
+    """Well-formed RTP from the camera's own address but not its RTP port (SETUP's server_port) used to pass."""
+    ingest, recorder = ingest_for(h264_camera, "udp")
+    try:
+        rtp_address = await streaming(ingest)
+        receiver = ingest.client.udp_receiver if ingest.client is not None else None
+        assert receiver is not None
+        assert receiver.source_port is not None and receiver.ssrc is not None  # from SETUP or the first datagram
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
+            intruder.bind(("127.0.0.1", 0))
+            for i in range(50):
+                intruder.sendto(rtp(random.randrange(65536), i, b"\x65INTRUDER")[:8] + struct.pack("!I", receiver.ssrc)
+                                + b"\x65INTRUDER", rtp_address)  # fmt: skip
+                await asyncio.sleep(0.01)
+        await wait_for(lambda: stream_seconds(recorder.units) >= 2.0, 10)
+    finally:
+        await ingest.stop()
+    assert ingest.rtp_counters() == {"foreign_datagrams": 50}
+    assert ingest.errors == {} and ingest.connects == 1
+    assert_contiguous(recorder.units)
+    assert not any(b"INTRUDER" in u.data for u in recorder.units)
+
+
 async def send_bad(rtp_address: tuple[str, int], rounds: int = 3, foreign: int = 0) -> dict[str, int]:
-    """Garbage from the camera's address and well-formed RTP from another; returns the counters they must
-    land in."""
+    """Garbage from the camera's address (another port: dropped by the port pin before RTP parsing; garbage from
+    the camera's own port is test_garbage_from_the_cameras_port_lands_in_the_rtp_counters) and well-formed RTP from
+    another address; returns the counters they must land in."""
     want: dict[str, int] = {"foreign_datagrams": foreign} if foreign else {}
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder,
     ):
-        sender.bind(("127.0.0.1", 0))  # the camera's address: past the filter, into the depacketiser
+        sender.bind(("127.0.0.1", 0))  # the camera's address, not its port
         intruder.bind(("127.0.0.2", 0))
         for i in range(max(rounds, foreign)):
             if i < rounds:
-                for datagram, counter in garbage():
+                for datagram, _ in garbage():
                     sender.sendto(datagram, rtp_address)
-                    want[counter] = want.get(counter, 0) + 1
+                    want["foreign_datagrams"] = want.get("foreign_datagrams", 0) + 1
             if i < foreign:
                 intruder.sendto(rtp(random.randrange(65536), i, b"\x65INTRUDER"), rtp_address)
             await asyncio.sleep(0.05)
@@ -285,13 +366,13 @@ async def test_a_batched_camera_is_brought_to_the_present_for_a_viewer(transport
     worker.add_camera(make_camera("cam", "cam", "", 37.5, 127.0, h264_camera))
     hub = worker.hubs["cam"]
     published: list[Unit] = []
-    publish = hub.publish
+    publish = hub.put
 
     def counting(unit: Unit) -> None:
         published.append(unit)
         publish(unit)
 
-    hub.publish = counting  # type: ignore[method-assign]  # before the session starts: it binds hub.publish
+    hub.put = counting  # type: ignore[method-assign]  # before the session starts: it binds its sink's put
     ingest = worker.ingests["cam"]
     try:
         await wait_for(lambda: ingest.state == State.STREAMING and hub.units > 0, 10)

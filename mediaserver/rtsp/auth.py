@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable
 
-from mediaserver.rtsp.message import RtspError
+from mediaserver.rtsp.errors import ErrorKind, RtspError
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -27,8 +27,12 @@ def parse_challenges(header: str) -> dict[str, dict[str, str]]:
 class Authenticator:
     """Answers a camera's 401 challenge and signs every later request the same way."""
 
-    def __init__(self, username: str, password: str, cnonce: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self, username: str, password: str, cnonce: Callable[[], str] | None = None, allow_basic: bool = False
+    ) -> None:
         self.username, self.password = username, password
+        # Basic sends the password in clear on every request: only for a camera configured for it (allow_basic)
+        self.allow_basic = allow_basic
         self._new_cnonce = cnonce or (lambda: os.urandom(8).hex())
         self._scheme = ""
         self._challenge: dict[str, str] = {}
@@ -44,12 +48,18 @@ class Authenticator:
             self._scheme, self._challenge = "digest", challenges["digest"]
             algorithm = self._challenge.get("algorithm", "MD5").upper()
             if algorithm not in ("MD5", "MD5-SESS"):
-                raise RtspError("auth_unsupported", f"Digest algorithm {algorithm} is not supported")
+                raise RtspError(ErrorKind.AUTH_UNSUPPORTED, f"Digest algorithm {algorithm} is not supported")
             self._nc = 0
         elif "basic" in challenges:
+            if not self.allow_basic:
+                raise RtspError(
+                    ErrorKind.AUTH_BASIC_REFUSED,
+                    "camera asks for Basic auth, which would send its password in clear over plain TCP; "
+                    "allow it for this camera with allow_basic=1 in its URL's query",
+                )
             self._scheme = "basic"
         else:
-            raise RtspError("auth_unsupported", f"unsupported WWW-Authenticate: {header[:80]!r}")
+            raise RtspError(ErrorKind.AUTH_UNSUPPORTED, f"unsupported WWW-Authenticate: {header[:80]!r}")
 
     def header(self, method: str, uri: str) -> str:
         if self._scheme == "basic":

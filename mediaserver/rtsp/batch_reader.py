@@ -3,7 +3,8 @@
 A camera with no viewer only fills its GOP cache, so nothing is lost by reading it a few times a second: when a
 viewer comes, the hub has it read at once (`read_now` before its GOP is taken, `go_live` when it subscribes).
 Its transport is paused (taken off epoll once, not per read) and a `BatchReader` reads its socket directly
-every `interval` seconds until the socket is empty, so one read carries many packets; the cameras are
+every `interval` seconds until the socket is empty or the camera's share of the visit (`MAX_READS_PER_VISIT`
+reads) is used, so one read carries many packets and a flooding camera can't starve the others; the cameras are
 spread over `SLICES` ticks per interval, so the work comes in small even slices, not one burst. A camera
 that gains a viewer leaves the batch at the next tick and is read on every packet again (live latency is
 untouched); when its last viewer leaves it rejoins.
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 SLICES = 8
 MAX_READ = 256 * 1024
+# A camera's share of one visit: 1 MiB per interval (40 Mbit/s at 200 ms, above any CCTV stream). What is left
+# stays in its socket for the next visit (TCP then slows the camera down), instead of holding up its slice.
+MAX_READS_PER_VISIT = 4
 # The server's default interval. A viewer never waits for it (Hub.gop() reads a batched camera first and a new
 # consumer takes it live at once), so it trades only CPU (a visit per camera per interval) against socket buffer
 # memory (bitrate x interval per camera: ~11 KB at 0.45 Mbit/s; rtsp/client.py warns if UDP buffers are capped).
@@ -160,7 +164,7 @@ class BatchReader:
             client.leave_batch()
             return
         fd = client.batch_fileno()
-        while True:
+        for _ in range(MAX_READS_PER_VISIT):
             try:
                 data = os.read(fd, MAX_READ)
             except BlockingIOError:

@@ -1,45 +1,39 @@
 """One RTSP session with one camera: OPTIONS, DESCRIBE, SETUP (TCP interleaved or UDP), PLAY, keep-alive,
-TEARDOWN. Bytes go straight into core_ext's demuxer and depacketiser; Python sees whole access units."""
+TEARDOWN. It knows nothing of the hub: it hands access units to a `UnitSink` (mediaserver/sink.py).
+
+A camera's frames, top-down: TCP bytes arrive in `data_received` (or, unwatched, from the batch reader:
+batch_reader.py) -> core_ext/framing.pyx splits `$` frames into the channel's depacketiser (core_ext/
+depacketize.pyx) -> completed access units go to the sink's C cache (`sink.cache`, core_ext/gop.pyx) while
+nobody watches, else to `_unit` -> `sink.put` (Hub.put). RTP over UDP takes the same path from udp.py
+(core_ext/udprecv.pyx). The watchdog (watchdog.py) fails a session that completes no unit for `stall` s."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import random
-import socket
-import struct
-import termios
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from core_ext.depacketize import AccessUnit, H264Depacketizer, H265Depacketizer
 from core_ext.framing import FramingError, InterleavedDemuxer
-from core_ext.gop import GopCache, starts_with_parameter_sets
+from core_ext.gop import starts_with_parameter_sets
 from core_ext.udprecv import UdpReceiver
 from mediaserver.rtsp.auth import Authenticator
 from mediaserver.rtsp.batch_reader import BatchReader
-from mediaserver.rtsp.message import (
-    Response,
-    RtspError,
-    build_request,
-    parse_message,
-    parse_session,
-    parse_transport,
-    port_pair,
-)
+from mediaserver.rtsp.errors import ErrorKind, RtspError
+from mediaserver.rtsp.message import Response, build_request, parse_message, parse_session, parse_transport, port_pair
 from mediaserver.rtsp.sdp import MediaDescription, control_url, parse_sdp
+from mediaserver.rtsp.udp import UdpRtp, open_rtp, parse_ssrc
+from mediaserver.rtsp.watchdog import Progress, Watchdog
+from mediaserver.sink import UnitSink
 
 log = logging.getLogger("goldentime.rtsp")
 
 Depacketizer = H264Depacketizer | H265Depacketizer
-# Asked of the kernel for an RTP socket (it doubles it; net.core.rmem_max caps it): room for a batched read's
-# interval of a high-bitrate camera plus its keyframe burst, which the 208 KiB default does not always have.
-UDP_RCVBUF = 1024 * 1024
+ALLOW_BASIC = "allow_basic"  # the URL query flag of a camera that may be sent Basic credentials in clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +44,20 @@ class Source:
     username: str | None = None
     password: str | None = None
     transport: str = "tcp"  # "tcp" (interleaved) or "udp"
+    allow_basic: bool = False  # answer a Basic-only challenge (the password goes in clear over plain TCP)
+
+    @classmethod
+    def of_camera(cls, url: str, username: str | None, password: str | None, transport: str = "tcp") -> Source:
+        """A registry URL's `allow_basic=1` query flag is ours, not the camera's: it opts this camera in to Basic
+        auth and is not sent to it."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        flags = [value for key, value in query if key == ALLOW_BASIC]
+        if not flags:
+            return cls(url, username, password, transport)
+        rest = urlencode([(k, v) for k, v in query if k != ALLOW_BASIC])
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+        return cls(clean, username, password, transport, allow_basic=flags[-1].lower() in ("1", "true", "yes"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,32 +71,37 @@ class Timeouts:
 class RtspClient(asyncio.Protocol):
     """With a `batch` reader, a TCP session that plays while `watched()` is false leaves the event loop's
     reads and is read by the batch reader a few times a second (batch_reader.py); it returns to reading
-    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (_UdpRtp). With the hub's
-    `cache`, the demuxer or the UDP receiver adds an unwatched camera's frames there itself (core_ext/gop.pyx)."""
+    every packet as soon as `watched()` is true. Over UDP the RTP socket does the same (udp.py). With the sink's
+    `cache`, the demuxer or the UDP receiver adds an unwatched camera's frames there itself (mediaserver/sink.py).
+    It is the sink's `CatchUp` (read_now, go_live)."""
 
     def __init__(
         self,
         source: Source,
-        on_unit: Callable[[AccessUnit], None],
+        sink: UnitSink,
         timeouts: Timeouts,
         batch: BatchReader | None = None,
         watched: Callable[[], bool] | None = None,
-        cache: GopCache | None = None,
     ) -> None:
         self.source = source
+        self.name = source.url.split("@")[-1]
         self.timeouts = timeouts
-        self._on_unit = on_unit
+        self._put = sink.put
         self._demuxer = InterleavedDemuxer()
         self._transport: asyncio.Transport | None = None
         self._udp: list[asyncio.DatagramTransport] = []  # RTCP
-        self._rtp: _UdpRtp | None = None
+        self._rtp: UdpRtp | None = None
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._keepalive: asyncio.Task[None] | None = None
         self._keepalive_every = 30.0
         self._next_keepalive = 0.0
         self._cseq = 0
-        self._auth = Authenticator(source.username, source.password or "") if source.username else None
+        self._auth = (
+            Authenticator(source.username, source.password or "", allow_basic=source.allow_basic)
+            if source.username
+            else None
+        )
         self._session = ""
         self._session_timeout = 60
         self._public: set[str] = set()
@@ -102,8 +115,9 @@ class RtspClient(asyncio.Protocol):
         self.reads = 0  # data_received calls (RTP over UDP: see socket_reads)
         self._batch = batch
         self._watched = watched or (lambda: True)
-        self._cache = cache  # the hub's: unwatched frames go there from C (not via on_unit)
-        self._demuxer.cache = cache
+        self._cache = sink.cache  # unwatched frames go there from C (not through _unit)
+        self._demuxer.cache = sink.cache
+        self._progress = Progress(timeouts.stall)
         self._batched = False
         self._fileno = -1
         self._playing = False
@@ -124,7 +138,7 @@ class RtspClient(asyncio.Protocol):
         try:
             items = self._demuxer.feed(data)
         except FramingError as e:
-            self._fail(RtspError("framing", str(e)))
+            self._fail(RtspError(ErrorKind.FRAMING, str(e)))
             return
         for item in items:
             if isinstance(item, bytes):
@@ -164,7 +178,7 @@ class RtspClient(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
-    # --- hub.Reader: bring a batched camera to the present ---
+    # --- sink.CatchUp: bring a batched camera to the present ---
     def read_now(self) -> None:
         if self._rtp is not None:
             self._rtp.read_now()
@@ -179,7 +193,7 @@ class RtspClient(asyncio.Protocol):
             self.leave_batch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(RtspError("connection_lost", f"camera closed the connection ({exc or 'EOF'})"))
+        self._fail(RtspError(ErrorKind.CONNECTION_LOST, f"camera closed the connection ({exc or 'EOF'})"))
 
     def _fail(self, error: RtspError) -> None:
         self._leave_batch()  # before the transport closes the fd: the batch reader must never read a reused fd
@@ -192,9 +206,9 @@ class RtspClient(asyncio.Protocol):
 
     def _udp_failed(self, exc: Exception | None) -> None:
         if isinstance(exc, OSError):
-            self._fail(RtspError("udp_socket", f"RTP socket failed: {exc.strerror or exc}"))
+            self._fail(RtspError(ErrorKind.UDP_SOCKET, f"RTP socket failed: {exc.strerror or exc}"))
         else:
-            self._fail(RtspError("internal", f"RTP over UDP: {exc!r}"))
+            self._fail(RtspError(ErrorKind.INTERNAL, f"RTP over UDP: {exc!r}"))
 
     @property
     def socket_reads(self) -> int:
@@ -216,7 +230,11 @@ class RtspClient(asyncio.Protocol):
         receiver = self.udp_receiver
         if receiver is None:
             return {}
-        return {"foreign_datagrams": receiver.foreign, "oversized_datagrams": receiver.oversized}
+        return {
+            "foreign_datagrams": receiver.foreign,
+            "foreign_ssrc_datagrams": receiver.foreign_ssrc,
+            "oversized_datagrams": receiver.oversized,
+        }
 
     def _message(self, raw: bytes) -> None:
         try:
@@ -238,7 +256,7 @@ class RtspClient(asyncio.Protocol):
                 return  # undecodable on its own: the first-keyframe watchdog reports it
             self.have_keyframe = True
         if self.have_keyframe:
-            self._on_unit(unit)
+            self._put(unit)
 
     # --- requests ---
     async def _request(self, method: str, url: str, headers: dict[str, str] | None = None) -> Response:
@@ -247,14 +265,14 @@ class RtspClient(asyncio.Protocol):
             self._auth.challenge(response.header("www-authenticate"))
             response = await self._send(method, url, headers)
         if response.status == 401:
-            raise RtspError("auth_failed", f"{method}: camera refused the credentials (401)")
+            raise RtspError(ErrorKind.AUTH_FAILED, f"{method}: camera refused the credentials (401)")
         if response.status != 200:
-            raise RtspError("rtsp_status", f"{method}: {response.status} {response.reason}")
+            raise RtspError(ErrorKind.RTSP_STATUS, f"{method}: {response.status} {response.reason}")
         return response
 
     async def _send(self, method: str, url: str, headers: dict[str, str] | None) -> Response:
         if self._transport is None or self._failed.done():
-            raise RtspError("connection_lost", f"{method}: not connected")
+            raise RtspError(ErrorKind.CONNECTION_LOST, f"{method}: not connected")
         self._cseq += 1
         all_headers = dict(headers or {})
         if self._session:
@@ -268,7 +286,7 @@ class RtspClient(asyncio.Protocol):
             return await asyncio.wait_for(future, self.timeouts.response)
         except TimeoutError:
             self._pending.pop(self._cseq, None)
-            raise RtspError("timeout", f"{method}: no answer within {self.timeouts.response:g} s") from None
+            raise RtspError(ErrorKind.TIMEOUT, f"{method}: no answer within {self.timeouts.response:g} s") from None
 
     # --- the session ---
     async def start(self) -> None:
@@ -278,9 +296,11 @@ class RtspClient(asyncio.Protocol):
         try:
             await asyncio.wait_for(loop.create_connection(lambda: self, host, port), self.timeouts.connect)
         except TimeoutError:
-            raise RtspError("connect_timeout", f"no TCP connection within {self.timeouts.connect:g} s") from None
+            raise RtspError(
+                ErrorKind.CONNECT_TIMEOUT, f"no TCP connection within {self.timeouts.connect:g} s"
+            ) from None
         except OSError as e:
-            raise RtspError("connect_failed", f"cannot connect: {e.strerror or e}") from None
+            raise RtspError(ErrorKind.CONNECT_FAILED, f"cannot connect: {e.strerror or e}") from None
         options = await self._request("OPTIONS", self.source.url)
         self._public = {m.strip().upper() for m in options.header("public").split(",")}
         media, base = await self._describe()
@@ -294,7 +314,7 @@ class RtspClient(asyncio.Protocol):
         try:
             sdp = parse_sdp(response.body.decode("utf-8"))
         except UnicodeDecodeError:
-            raise RtspError("malformed_sdp", "SDP is not UTF-8") from None
+            raise RtspError(ErrorKind.MALFORMED_SDP, "SDP is not UTF-8") from None
         base = response.header("content-base") or response.header("content-location") or self.source.url
         base = control_url(base, sdp.control) if sdp.control.lower().startswith("rtsp") else base
         media = sdp.video()
@@ -306,7 +326,7 @@ class RtspClient(asyncio.Protocol):
             self.depacketizer.set_parameter_sets(parameter_sets)
         else:
             self.warnings.append("sdp_no_parameter_sets")
-            log.warning("%s: SDP has no parameter sets; waiting for them in-band", self.source.url)
+            log.warning("%s: SDP has no parameter sets; waiting for them in-band", self.name)
         return media, base
 
     async def _setup(self, media: MediaDescription, url: str) -> None:
@@ -322,31 +342,26 @@ class RtspClient(asyncio.Protocol):
         if self.source.transport == "tcp":
             channel, _ = port_pair(params.get("interleaved", "0-1"))
             self._demuxer.add_channel(channel, self.depacketizer)
+        elif self._rtp is not None:  # RTP only from the port and SSRC the camera announced (else the first seen)
+            server_port = port_pair(params["server_port"])[0] if params.get("server_port") else 0
+            self._rtp.pin(server_port or None, parse_ssrc(params.get("ssrc", "")))
 
     async def _open_udp(self) -> int:
-        """Bind an even RTP port and the next one for RTCP, on the address that reaches the camera."""
         assert self._transport is not None and self.depacketizer is not None
-        loop = asyncio.get_running_loop()
         local_ip = self._transport.get_extra_info("sockname")[0]
         camera_ip = self._transport.get_extra_info("peername")[0]
-        family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
-        for _ in range(20):
-            port = random.randrange(20000, 65000, 2)
-            rtp = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                rtp.bind((local_ip, port))
-                rtcp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(local_ip, port + 1))
-            except OSError:
-                rtp.close()
-                continue
-            rtp.setblocking(False)
-            _set_rcvbuf(rtp)
-            receiver = UdpReceiver(rtp.fileno(), self.depacketizer, camera_ip, cache=self._cache)
-            self._rtp = _UdpRtp(rtp, receiver, self, self._batch)
-            self._rtp.start()
-            self._udp = [rtcp]
-            return port
-        raise RtspError("udp_ports", "no free UDP port pair")
+        self._rtp, rtcp, port = await open_rtp(
+            local_ip,
+            camera_ip,
+            self.depacketizer,
+            self._cache,
+            self._unit,
+            self._watched,
+            self._udp_failed,
+            self._batch,
+        )
+        self._udp = [rtcp]
+        return port
 
     async def run(self) -> None:
         """Keep the session alive until it fails; raises RtspError saying why. The checks (media stalled, first
@@ -363,8 +378,8 @@ class RtspClient(asyncio.Protocol):
             if self._keepalive is not None:
                 self._keepalive.cancel()
 
-    def _watch(self, now: float) -> None:
-        """Called by the watchdog about twice a second."""
+    def watch(self, now: float) -> None:
+        """watchdog.Watched: called about twice a second."""
         try:
             self._check_media(now)
         except RtspError as exc:
@@ -391,26 +406,21 @@ class RtspClient(asyncio.Protocol):
         return self.last_media_at
 
     def _check_media(self, now: float) -> None:
-        if now - self.media_at > self.timeouts.stall and not self._media_waiting():
-            raise RtspError("stalled", f"no media for {self.timeouts.stall:g} s")
+        if self._progress.stalled(now, self.media_at, self._input_count(), self._media_fds):
+            raise RtspError(ErrorKind.STALLED, f"no complete access unit for {self.timeouts.stall:g} s")
         if not self.have_keyframe and now - self.started_at > self.timeouts.first_keyframe:
             raise RtspError(
-                "no_keyframe",
+                ErrorKind.NO_KEYFRAME,
                 f"no decodable keyframe within {self.timeouts.first_keyframe:g} s "
                 "(parameter sets neither in the SDP nor in-band?)",
             )
 
-    def _media_waiting(self) -> bool:
-        """Bytes the camera sent that we have not read yet: the worker fell behind (CPU starvation), the camera
-        did not stall. Cutting it would turn a few slow seconds into a reconnect storm of healthy cameras."""
-        fds = [self._fileno] + ([self._rtp.fd] if self._rtp is not None else [])
-        for fd in (fd for fd in fds if fd >= 0):
-            try:
-                if struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] > 0:
-                    return True
-            except OSError:
-                pass
-        return False
+    def _input_count(self) -> int:
+        """What was read from the media socket so far (interleaved frames, or RTP datagrams over UDP)."""
+        return self._rtp.input_count if self._rtp is not None else self._demuxer.frames
+
+    def _media_fds(self) -> list[int]:
+        return [self._rtp.fd] if self._rtp is not None else [self._fileno]
 
     async def close(self) -> None:
         """TEARDOWN if we can (best effort, briefly), then close every socket, even when cancelled."""
@@ -436,159 +446,14 @@ class RtspClient(asyncio.Protocol):
             self._failed.exception()  # mark it retrieved: the ingest loop has logged it already
 
 
-class _UdpRtp:
-    """RTP over UDP: a non-blocking socket drained with recvmmsg(2) into the depacketiser (core_ext.udprecv),
-    so a wake-up takes every datagram queued, not one. While the camera is watched the event loop calls us
-    when the socket is readable; while nobody watches we leave the loop's epoll set and the batch reader
-    drains us a few times a second (batch_reader.DatagramClient), one recvmmsg per tick for a steady camera.
-    Datagrams from anyone but the camera are counted and dropped in C."""
-
-    def __init__(self, sock: socket.socket, receiver: UdpReceiver, owner: RtspClient, batch: BatchReader | None):
-        self._sock = sock
-        self._fd = sock.fileno()
-        self.fd = self._fd
-        self.receiver = receiver
-        receiver.owner = self
-        self._owner = owner
-        self._on_unit = owner._unit
-        self._watched = owner._watched  # the ingest's own check: one call less per tick
-        self._batch = batch
-        self._loop = asyncio.get_running_loop()
-        self.address: tuple[str, int] = sock.getsockname()[:2]
-        self._reading = False  # registered with the event loop
-        self._batched = False
-        self._closed = False
-
-    def start(self) -> None:
-        self._loop.add_reader(self._fd, self._readable)
-        self._reading = True
-
-    def _readable(self) -> None:
-        try:
-            self._drain()
-        except Exception as exc:  # the socket failed (or a bug): this camera reconnects, nothing else notices
-            self._stop_reading()
-            self._owner._udp_failed(exc)
-            return
-        if self._batch is not None and not self._watched():
-            self._stop_reading()
-            self._batched = True
-            self._batch.add_datagram(self)
-
-    def _drain(self) -> None:
-        for unit in self.receiver.drain():
-            self._on_unit(unit)
-
-    def read_now(self) -> None:
-        if not self._batched:
-            return  # read by the event loop as packets come
-        try:
-            self._drain()
-        except Exception as exc:  # off the batch, then this camera reconnects
-            if self._batch is not None:
-                self._batch.discard_datagram(self)
-            self.batch_error(exc)
-
-    def go_live(self) -> None:
-        if self._batched and self._batch is not None:
-            self._batch.discard_datagram(self)
-            self.leave_batch()
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._loop.remove_reader(self._fd)
-            self._reading = False
-
-    # --- batch_reader.DatagramClient ---
-    def batch_units(self, units: list[AccessUnit]) -> bool:
-        for unit in units:
-            self._on_unit(unit)
-        return self._watched()
-
-    def batch_error(self, exc: Exception | None) -> None:
-        self._batched = False
-        self._owner._udp_failed(exc)
-
-    def leave_batch(self) -> None:
-        self._batched = False
-        if not self._closed:
-            self.start()
-
-    def close(self) -> None:
-        """Leave the batch and the event loop before the fd closes: nobody may read a reused fd."""
-        self._closed = True
-        if self._batched and self._batch is not None:
-            self._batch.discard_datagram(self)
-            self._batched = False
-        self._stop_reading()
-        self.receiver.close()
-        self.receiver.owner = None  # no cycle left for the garbage collector
-        self._sock.close()
-
-
-class Watchdog:
-    """One timer per event loop checks every playing session twice a second. A timer (or an asyncio.wait with a
-    timeout) per session was a large share of an idle camera's cost at thousands of cameras per worker."""
-
-    INTERVAL = 0.5
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = weakref.WeakKeyDictionary()
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._clients: set[RtspClient] = set()
-        self._handle: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> Watchdog:
-        watchdog = cls._by_loop.get(loop)
-        if watchdog is None:
-            watchdog = cls._by_loop[loop] = cls(loop)
-        return watchdog
-
-    def add(self, client: RtspClient) -> None:
-        self._clients.add(client)
-        if self._handle is None:
-            self._handle = self._loop.call_later(self.INTERVAL, self._tick)
-
-    def discard(self, client: RtspClient) -> None:
-        self._clients.discard(client)
-
-    def __len__(self) -> int:
-        return len(self._clients)
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        for client in tuple(self._clients):
-            try:
-                client._watch(now)
-            except Exception:  # one session's bug must not stop the others' checks
-                log.exception("watchdog check of %s failed", client.source.url.split("@")[-1])
-        self._handle = self._loop.call_later(self.INTERVAL, self._tick) if self._clients else None
-
-
-_capped_warned = False
-
-
-def _set_rcvbuf(sock: socket.socket) -> None:
-    global _capped_warned
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # doubled by the kernel for its bookkeeping
-    if got < 2 * UDP_RCVBUF and not _capped_warned:
-        _capped_warned = True
-        log.warning(
-            "UDP receive buffers are capped at %d KiB (net.core.rmem_max): a high-bitrate camera read in batches "
-            "may lose packets between reads; raise net.core.rmem_max to %d or lower --idle-read-ms",
-            got // 1024,
-            UDP_RCVBUF,
-        )
-
-
 def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
+    if parts.scheme == "rtsps":
+        raise RtspError(ErrorKind.BAD_URL, "rtsps:// (RTSP over TLS) is not supported; use rtsp:// with Digest auth")
     if parts.scheme != "rtsp" or not parts.hostname:
-        raise RtspError("bad_url", "camera URL must be rtsp://host[:port]/path")
+        raise RtspError(ErrorKind.BAD_URL, "camera URL must be rtsp://host[:port]/path")
     try:
         port = parts.port or 554
     except ValueError:
-        raise RtspError("bad_url", "camera URL has an invalid port") from None
+        raise RtspError(ErrorKind.BAD_URL, "camera URL has an invalid port") from None
     return parts.hostname, port

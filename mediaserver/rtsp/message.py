@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mediaserver.rtsp.errors import ErrorKind, RtspError
+
 USER_AGENT = "Goldentime/0.1"
-
-
-class RtspError(Exception):
-    """A camera answered something we cannot use; `kind` names the error for the counters."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+# A response is at most the demuxer's max_message (64 KiB); a camera needs a dozen header lines, not thousands.
+MAX_HEADER_LINES = 100
 
 
 @dataclass(slots=True)
@@ -45,21 +41,33 @@ def parse_message(raw: bytes) -> Response | None:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        raise RtspError("malformed_response", "RTSP header is not UTF-8") from None
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, "RTSP header is not UTF-8") from None
     start, *lines = text.split("\r\n")
     if not start.startswith("RTSP/"):
         return None
     parts = start.split(" ", 2)
     if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
-        raise RtspError("malformed_response", f"bad RTSP status line: {start[:80]!r}")
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"bad RTSP status line: {start[:80]!r}")
+    if len(lines) > MAX_HEADER_LINES:
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"{len(lines)} header lines (at most {MAX_HEADER_LINES})")
     headers: dict[str, str] = {}
     for line in lines:
         name, sep, value = line.partition(":")
         if not sep or not name.strip():
-            raise RtspError("malformed_response", f"bad RTSP header line: {line[:80]!r}")
+            raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"bad RTSP header line: {line[:80]!r}")
         key = name.strip().lower()
         headers[key] = f"{headers[key]}\n{value.strip()}" if key in headers else value.strip()
+    _check_content_length(headers.get("content-length"), len(body))
     return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body)
+
+
+def _check_content_length(value: str | None, body_len: int) -> None:
+    """The demuxer framed the message by its Content-Length; one parsed on its own (or a repeated header) must
+    still be a plain decimal (no sign, no 2**64) matching the body."""
+    if value is None:
+        return
+    if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) != body_len:
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"bad Content-Length {value[:40]!r} for a {body_len}-byte body")
 
 
 def parse_session(value: str) -> tuple[str, int]:
@@ -71,7 +79,7 @@ def parse_session(value: str) -> tuple[str, int]:
         if key.strip().lower() == "timeout" and val.strip().isdigit():
             timeout = max(int(val), 1)
     if not session_id:
-        raise RtspError("malformed_response", "empty Session header")
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, "empty Session header")
     return session_id, timeout
 
 
@@ -93,7 +101,7 @@ def port_pair(value: str) -> tuple[int, int]:
         a = int(low)
         b = int(high) if high else a + 1
     except ValueError:
-        raise RtspError("malformed_response", f"bad port range in Transport: {value!r}") from None
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"bad port range in Transport: {value!r}") from None
     if not (0 <= a <= 65535 and 0 <= b <= 65535):
-        raise RtspError("malformed_response", f"port out of range in Transport: {value!r}")
+        raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"port out of range in Transport: {value!r}")
     return a, b

@@ -8,7 +8,7 @@ import binascii
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
-from mediaserver.rtsp.message import RtspError
+from mediaserver.rtsp.errors import ErrorKind, RtspError
 
 CODECS = {"H264": "h264", "H265": "h265", "HEVC": "h265"}
 
@@ -48,14 +48,14 @@ class SessionDescription:
             if m.kind == "video" and m.codec:
                 return m
         found = ", ".join(f"{m.kind}/{m.encoding or m.payload_type}" for m in self.media) or "no media"
-        raise RtspError("unsupported_sdp", f"no H.264/H.265 video in SDP ({found})")
+        raise RtspError(ErrorKind.UNSUPPORTED_SDP, f"no H.264/H.265 video in SDP ({found})")
 
 
 def _b64(value: str, key: str) -> bytes:
     try:
         return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise RtspError("malformed_sdp", f"{key} is not base64: {value[:40]!r}") from None
+        raise RtspError(ErrorKind.MALFORMED_SDP, f"{key} is not base64: {value[:40]!r}") from None
 
 
 def parse_sdp(text: str) -> SessionDescription:
@@ -72,14 +72,14 @@ def parse_sdp(text: str) -> SessionDescription:
         elif kind == "a":
             _attribute(sdp, current, value)
     if not sdp.media:
-        raise RtspError("malformed_sdp", "SDP has no m= line")
+        raise RtspError(ErrorKind.MALFORMED_SDP, "SDP has no m= line")
     return sdp
 
 
 def _media_line(value: str) -> MediaDescription:
     parts = value.split()
     if len(parts) < 4 or not parts[3].isdigit():
-        raise RtspError("malformed_sdp", f"bad m= line: {value[:80]!r}")
+        raise RtspError(ErrorKind.MALFORMED_SDP, f"bad m= line: {value[:80]!r}")
     return MediaDescription(kind=parts[0], payload_type=int(parts[3]))
 
 

@@ -166,6 +166,14 @@ def test_bad_content_length_raises() -> None:
         m.feed(b"RTSP/1.0 200 OK\r\nContent-Length: lots\r\n\r\n")
 
 
+@pytest.mark.parametrize("value", [b"9223372036854775808", b"1" + b"0" * 40, b"-5", b"+5"])
+def test_huge_or_signed_content_length_is_a_framing_error(value: bytes) -> None:
+    """2**63 and above overflowed Py_ssize_t: OverflowError escaped the framing error path (issue 15 item 15)."""
+    m, _ = demuxer()
+    with pytest.raises(FramingError, match="Content-Length"):
+        m.feed(b"RTSP/1.0 200 OK\r\nContent-Length: " + value + b"\r\n\r\n")
+
+
 def test_add_channel_validates() -> None:
     m = InterleavedDemuxer()
     with pytest.raises(ValueError):

@@ -3,7 +3,7 @@ import base64
 import pytest
 
 from mediaserver.rtsp.auth import Authenticator, parse_challenges
-from mediaserver.rtsp.message import RtspError
+from mediaserver.rtsp.errors import ErrorKind, RtspError
 
 
 def test_digest_matches_rfc2617_example() -> None:
@@ -25,7 +25,7 @@ def test_digest_without_qop() -> None:
 
 
 def test_basic_and_digest_preference() -> None:
-    auth = Authenticator("admin", "se:cret")
+    auth = Authenticator("admin", "se:cret", allow_basic=True)
     auth.challenge('Basic realm="cam"')
     assert auth.header("DESCRIBE", "rtsp://cam/") == "Basic " + base64.b64encode(b"admin:se:cret").decode()
     both = Authenticator("a", "b")
@@ -43,3 +43,13 @@ def test_unsupported_challenges() -> None:
 def test_parse_challenges_quoted_commas() -> None:
     parsed = parse_challenges('Digest realm="a, b", nonce=abc')
     assert parsed["digest"] == {"realm": "a, b", "nonce": "abc"}
+
+
+def test_basic_is_refused_unless_the_camera_allows_it() -> None:
+    """Basic puts the password in clear on plain TCP (issue 15 item 14): a per-camera opt-in, else a clear kind."""
+    with pytest.raises(RtspError) as refused:
+        Authenticator("admin", "pw").challenge('Basic realm="cam"')
+    assert refused.value.kind == ErrorKind.AUTH_BASIC_REFUSED and "allow_basic" in str(refused.value)
+    both = Authenticator("a", "b")  # Digest offered too: taken, no refusal
+    both.challenge('Basic realm="x"\nDigest realm="x", nonce="y"')
+    assert both.header("OPTIONS", "rtsp://cam/").startswith("Digest ")

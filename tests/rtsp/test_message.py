@@ -63,3 +63,20 @@ def test_transport_and_ports() -> None:
         port_pair("x-y")
     with pytest.raises(RtspError):
         port_pair("70000-70001")
+
+
+@pytest.mark.parametrize(
+    "length", [b"-1", b"9223372036854775808", b"99999999999999999999999", b"3", b"+2", b"\xd9\xa2"]
+)
+def test_content_length_must_be_plain_and_match_the_body(length: bytes) -> None:
+    """A message parsed on its own (the demuxer frames by the same header) with a signed, huge or wrong length."""
+    with pytest.raises(RtspError) as bad:
+        parse_message(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: " + length + b"\r\n\r\nhi")
+    assert bad.value.kind == "malformed_response"
+
+
+def test_too_many_header_lines_are_refused() -> None:
+    head = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n" + b"X-Pad: a\r\n" * 200
+    with pytest.raises(RtspError, match="header lines"):
+        parse_message(head + b"\r\n")
+    assert parse_message(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n" + b"X-Pad: a\r\n" * 90 + b"\r\n") is not None
