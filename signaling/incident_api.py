@@ -4,7 +4,7 @@
     GET    /.well-known/jwks.json             public signing keys (next, active, retired-but-live)
     POST   /api/incidents                     201 {"id": "urn:emergency:uid:incidentid:...", ..., "scope"}
     GET    /api/incidents/{id}
-    PATCH  /api/incidents/{id}                moving point, until, shared_with (owner), photo, summary
+    PATCH  /api/incidents/{id}                moving point, until, shared_with (the owner's), photo, summary
     POST   /api/incidents/{id}/close          ends every live view under it
     GET    /api/incidents/{id}/cameras        in scope now, nearest first, with distance_m
     GET    /api/incidents/{id}/photo          the vulnerable person's photo (owner and shared agencies only)
@@ -14,9 +14,9 @@
     GET    /api/audit/verify                  auditors: walk the hash chain
 
 Agency apps authenticate with HTTP Basic (client_id:client_secret) or a bearer token from /oauth/token.
-Only the owner and the agencies an incident is shared with may act on it; closing it and changing who it
-is shared with are the owner's. Auditor clients read the audit log and nothing else. Errors are JSON
-`{"error": ..., "detail": ..., "field"?: ...}`.
+Only the owner and the agencies an incident is shared with may act on it; closing it, moving it, changing its
+window and who it is shared with are the owner's (incidents.py: the window's and a move's bounds). Auditor
+clients read the audit log and nothing else. Errors are JSON `{"error": ..., "detail": ..., "field"?: ...}`.
 """
 
 from __future__ import annotations

@@ -342,7 +342,6 @@ def parse_patch(
             raise ValidationError("geometry", "only a vulnerable-person incident moves")
         changes["geometry"] = parse_geometry(body["geometry"], ("Point",))
         _check_move(incident, changes["geometry"], now)
-        changes["moved_at"] = now
     if "photo" in body:
         if incident.service != "vulnerable":
             raise ValidationError("photo", "only vulnerable-person incidents carry a photo")
@@ -435,7 +434,10 @@ class Incidents:
             changes["photo_bytes"] = len(photo[1])
         if "shared_with" in changes:
             changes["shared_with"] = tuple(a for a in changes["shared_with"] if a != incident.owner)
-        updated = replace(incident, **changes, updated_at=time.time())
+        now = time.time()
+        if "geometry" in changes:
+            changes["moved_at"] = now  # the next move's allowance counts from here
+        updated = replace(incident, **changes, updated_at=now)
         self._save(updated, photo)
         return updated
 
@@ -542,4 +544,4 @@ def audit_changes(old: Incident, new: Incident, fields: list[str]) -> dict[str, 
             return {"bytes": incident.photo_bytes}
         return getattr(incident, name)
 
-    return {name: {"old": value(old, name), "new": value(new, name)} for name in fields if name != "moved_at"}
+    return {name: {"old": value(old, name), "new": value(new, name)} for name in fields}
