@@ -148,10 +148,8 @@ def _coordinate(camera_id: str, field: str, value: object, limit: float) -> floa
 
 def _rtsp_url(camera_id: str, field: str, url: str) -> tuple[str, str | None, str | None]:
     parts = urlsplit(url.strip())
-    if parts.scheme == "rtsps":  # refused here, at import, rather than failing to connect for ever
-        raise RegistryError(f"{camera_id}: {field}: rtsps:// (RTSP over TLS) is not supported; use rtsp://")
-    if parts.scheme != "rtsp" or not parts.hostname:
-        raise RegistryError(f"{camera_id}: {field} must be an rtsp:// URL with a host")
+    if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+        raise RegistryError(f"{camera_id}: {field} must be an rtsp:// or rtsps:// URL with a host")
     return split_credentials(url.strip())
 
 

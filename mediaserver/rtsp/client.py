@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.errors import ErrorKind, RtspError
 from mediaserver.rtsp.message import Response, build_request, parse_message, parse_session, parse_transport, port_pair
 from mediaserver.rtsp.sdp import MediaDescription, control_url, parse_sdp
+from mediaserver.rtsp.tls import DEFAULT_PORT as RTSPS_PORT
+from mediaserver.rtsp.tls import check_pin, client_context, normalise_fingerprint
 from mediaserver.rtsp.udp import UdpRtp, open_rtp, parse_ssrc
 from mediaserver.rtsp.watchdog import Progress, Watchdog
 from mediaserver.sink import UnitSink
@@ -34,6 +37,7 @@ log = logging.getLogger("goldentime.rtsp")
 
 Depacketizer = H264Depacketizer | H265Depacketizer
 ALLOW_BASIC = "allow_basic"  # the URL query flag of a camera that may be sent Basic credentials in clear
+TLS_SHA256 = "tls_sha256"  # the URL query parameter pinning an rtsps:// camera's certificate (tls.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +48,22 @@ class Source:
     username: str | None = None
     password: str | None = None
     transport: str = "tcp"  # "tcp" (interleaved) or "udp"
-    allow_basic: bool = False  # answer a Basic-only challenge (the password goes in clear over plain TCP)
+    allow_basic: bool = False  # answer a Basic-only challenge over plain TCP (the password goes in clear)
+    tls_sha256: str | None = None  # rtsps://: the certificate's pinned SHA-256 fingerprint (tls.py)
 
     @classmethod
     def of_camera(cls, url: str, username: str | None, password: str | None, transport: str = "tcp") -> Source:
-        """A registry URL's `allow_basic=1` query flag is ours, not the camera's: it opts this camera in to Basic
-        auth and is not sent to it."""
+        """A registry URL's `allow_basic=1` and `tls_sha256=...` query parameters are ours, not the camera's: they
+        configure this camera's session and are not sent to it."""
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        flags = [value for key, value in query if key == ALLOW_BASIC]
-        if not flags:
+        ours = {key: value for key, value in query if key in (ALLOW_BASIC, TLS_SHA256)}
+        if not ours:
             return cls(url, username, password, transport)
-        rest = urlencode([(k, v) for k, v in query if k != ALLOW_BASIC])
+        rest = urlencode([(k, v) for k, v in query if k not in ours])
         clean = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
-        return cls(clean, username, password, transport, allow_basic=flags[-1].lower() in ("1", "true", "yes"))
+        allow_basic = ours.get(ALLOW_BASIC, "").lower() in ("1", "true", "yes")
+        return cls(clean, username, password, transport, allow_basic, ours.get(TLS_SHA256) or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +103,9 @@ class RtspClient(asyncio.Protocol):
         self._keepalive_every = 30.0
         self._next_keepalive = 0.0
         self._cseq = 0
+        tls = source.url.lower().startswith("rtsps:")
         self._auth = (
-            Authenticator(source.username, source.password or "", allow_basic=source.allow_basic)
+            Authenticator(source.username, source.password or "", allow_basic=source.allow_basic or tls)
             if source.username
             else None
         )
@@ -126,7 +133,9 @@ class RtspClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass asyncio's
         sock = transport.get_extra_info("socket")
-        self._fileno = sock.fileno() if sock is not None else -1
+        # TLS: the raw socket carries ciphertext, so the batch reader (and FIONREAD) must not read it: no fd
+        tls = transport.get_extra_info("ssl_object") is not None
+        self._fileno = sock.fileno() if sock is not None and not tls else -1
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
@@ -292,15 +301,26 @@ class RtspClient(asyncio.Protocol):
     async def start(self) -> None:
         """Connect and play; raises RtspError (with a kind for the counters) on any failure."""
         loop = asyncio.get_running_loop()
-        host, port = _host_port(self.source.url)
+        host, port, tls = _host_port(self.source.url)
+        pinned = normalise_fingerprint(self.source.tls_sha256) if tls and self.source.tls_sha256 else None
+        context = client_context(pinned) if tls else None
+        connect = loop.create_connection(lambda: self, host, port, ssl=context, server_hostname=host if tls else None)
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: self, host, port), self.timeouts.connect)
+            transport, _ = await asyncio.wait_for(connect, self.timeouts.connect)
         except TimeoutError:
             raise RtspError(
                 ErrorKind.CONNECT_TIMEOUT, f"no TCP connection within {self.timeouts.connect:g} s"
             ) from None
+        except ssl.SSLCertVerificationError as e:
+            raise RtspError(
+                ErrorKind.TLS, f"camera certificate not trusted ({e.verify_message}): pin it with {TLS_SHA256}=..."
+            ) from None
+        except ssl.SSLError as e:  # an OSError too: the handshake failed
+            raise RtspError(ErrorKind.TLS, f"TLS with the camera failed: {e.reason or e}") from None
         except OSError as e:
             raise RtspError(ErrorKind.CONNECT_FAILED, f"cannot connect: {e.strerror or e}") from None
+        if tls:
+            check_pin(transport.get_extra_info("ssl_object"), pinned)
         options = await self._request("OPTIONS", self.source.url)
         self._public = {m.strip().upper() for m in options.header("public").split(",")}
         media, base = await self._describe()
@@ -446,14 +466,14 @@ class RtspClient(asyncio.Protocol):
             self._failed.exception()  # mark it retrieved: the ingest loop has logged it already
 
 
-def _host_port(url: str) -> tuple[str, int]:
+def _host_port(url: str) -> tuple[str, int, bool]:
+    """(host, port, TLS)."""
     parts = urlsplit(url)
-    if parts.scheme == "rtsps":
-        raise RtspError(ErrorKind.BAD_URL, "rtsps:// (RTSP over TLS) is not supported; use rtsp:// with Digest auth")
-    if parts.scheme != "rtsp" or not parts.hostname:
-        raise RtspError(ErrorKind.BAD_URL, "camera URL must be rtsp://host[:port]/path")
+    if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+        raise RtspError(ErrorKind.BAD_URL, "camera URL must be rtsp[s]://host[:port]/path")
+    tls = parts.scheme == "rtsps"
     try:
-        port = parts.port or 554
+        port = parts.port or (RTSPS_PORT if tls else 554)
     except ValueError:
         raise RtspError(ErrorKind.BAD_URL, "camera URL has an invalid port") from None
-    return parts.hostname, port
+    return parts.hostname, port, tls

@@ -9,10 +9,11 @@ from enum import StrEnum
 
 class ErrorKind(StrEnum):
     # reaching the camera
-    BAD_URL = "bad_url"  # not rtsp://host[:port]/path (rtsps:// is refused: no TLS support)
+    BAD_URL = "bad_url"  # not rtsp[s]://host[:port]/path, or a bad tls_sha256 pin
     CONNECT_TIMEOUT = "connect_timeout"
     CONNECT_FAILED = "connect_failed"  # refused, unreachable
     CONNECTION_LOST = "connection_lost"  # EOF or reset from the camera
+    TLS = "tls"  # rtsps://: handshake or certificate verification failed, or not the pinned certificate
     TIMEOUT = "timeout"  # a request had no answer in time
     # what it answered
     AUTH_FAILED = "auth_failed"  # 401 with our credentials

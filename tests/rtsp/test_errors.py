@@ -1,5 +1,5 @@
 """One error vocabulary for RTSP (issue 10 item 3): every failure a session raises names an `ErrorKind`, the values
-the `/metrics` label takes; plus what the client refuses to speak (rtsps://, Basic in clear unless allowed)."""
+the `/metrics` label takes; plus what a registry URL configures beyond the camera's URL (allow_basic, tls_sha256)."""
 
 from __future__ import annotations
 
@@ -38,19 +38,23 @@ def test_kinds_are_the_metric_label_values() -> None:
     assert f"{ErrorKind.STALLED}" == "stalled" and {"stalled": 1}[ErrorKind.STALLED] == 1  # counters keyed by str
 
 
-async def test_rtsps_is_refused_by_the_client_and_at_registry_import() -> None:
-    with pytest.raises(RegistryError, match=r"rtsps:// .*not supported"):
-        make_camera("c1", "c1", "", 37.5, 127.0, "rtsps://127.0.0.1:322/stream")
+def test_rtsps_is_accepted_by_the_registry_and_the_client() -> None:
+    """Both speak it now (tests/test_rtsps.py streams over TLS); a non-RTSP scheme stays refused by both."""
+    assert make_camera("c1", "c1", "", 37.5, 127.0, "rtsps://127.0.0.1:322/stream").url.startswith("rtsps://")
+    with pytest.raises(RegistryError):
+        make_camera("c1", "c1", "", 37.5, 127.0, "http://127.0.0.1/stream")
 
+
+async def test_a_non_rtsp_url_is_a_bad_url() -> None:
     class Sink:
         cache = None
 
         def put(self, unit: object) -> None: ...
 
-    client = RtspClient(Source("rtsps://127.0.0.1:322/stream"), Sink(), Timeouts(connect=1))
+    client = RtspClient(Source("http://127.0.0.1:322/stream"), Sink(), Timeouts(connect=1))
     with pytest.raises(RtspError) as refused:
         await client.start()
-    assert refused.value.kind == ErrorKind.BAD_URL and "rtsps" in str(refused.value)
+    assert refused.value.kind == ErrorKind.BAD_URL
     await client.close()
 
 
@@ -60,3 +64,5 @@ def test_allow_basic_is_a_url_flag_that_the_camera_never_sees() -> None:
     assert not Source.of_camera("rtsp://cam/live?allow_basic=0", None, None).allow_basic
     plain = Source.of_camera("rtsp://cam/live?channel=1", "u", "p")
     assert not plain.allow_basic and plain.url == "rtsp://cam/live?channel=1"
+    pinned = Source.of_camera("rtsps://cam/live?tls_sha256=AB:CD", "u", "p")
+    assert pinned.tls_sha256 == "AB:CD" and pinned.url == "rtsps://cam/live" and not pinned.allow_basic
