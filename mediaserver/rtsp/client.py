@@ -420,7 +420,7 @@ class RtspClient(asyncio.Protocol):
 
     @property
     def media_at(self) -> float:
-        """When media last arrived (monotonic): a unit through on_unit, or one the receiver cached itself."""
+        """When a complete unit last arrived (monotonic): through _unit, or one the receiver cached itself in C."""
         if self._cache is not None:
             return max(self.last_media_at, self._cache.last_unit_at)
         return self.last_media_at
