@@ -30,6 +30,7 @@ from mediaserver.errors import BadOffer, SessionError, http_answer
 from mediaserver.transcode import PROFILES
 from signaling import snapshot_api
 from signaling.access import ACCESS
+from signaling.edge import bearer, caller
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +87,23 @@ def etag(session_id: str) -> str:
 async def post_offer(request: web.Request) -> web.StreamResponse:
     camera_id = request.match_info["camera_id"]
     worker, access = request.app[WORKER], request.app[ACCESS]
-    grant = access.verify_stream(request, camera_id)  # raises 401/403 (audited)
+    who = caller(request)
+    grant = access.verify_stream(bearer(request), who, camera_id)  # raises 401/403 (audited)
+    access.check_scope(who, grant, camera_id)  # in the incident's scope now, or 403 (audited), known or not
     if not worker.has_camera(camera_id):
         return error(404, "unknown camera", camera_id)
-    access.check_scope(request, grant, camera_id)  # in the incident's scope now, or 403 (audited)
     profile = request.query.get("profile", "main")
     if profile not in PROFILES:
         return error(400, "unknown profile", f"{profile!r}; one of: {', '.join(PROFILES)}")
     sdp = await read_body(request, SDP)
-    try:
-        session_id, answer = await worker.offer(camera_id, sdp, profile)
-    except SessionError as exc:
-        return session_error(exc)
-    except Exception:
-        return server_bug(f"answering an offer for {camera_id}")
-    access.view_started(request, grant, camera_id, session_id)
+    with access.reserve_view(who, grant, camera_id):  # per-token/per-client caps: 429 + Retry-After (audited)
+        try:
+            session_id, answer = await worker.offer(camera_id, sdp, profile)
+        except SessionError as exc:
+            return session_error(exc)
+        except Exception:
+            return server_bug(f"answering an offer for {camera_id}")
+        access.view_started(who, grant, camera_id, session_id)
     location = f"/whep/{camera_id}/{session_id}"
     headers = {"Location": location, "ETag": etag(session_id), "Accept-Patch": SDPFRAG}
     return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
@@ -109,9 +112,10 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
 async def patch_session(request: web.Request) -> web.StreamResponse:
     camera_id, session_id = request.match_info["camera_id"], request.match_info["session_id"]
     access = request.app[ACCESS]
-    grant = access.verify_stream(request, camera_id)
-    access.check_scope(request, grant, camera_id)
-    access.check_session(request, grant, camera_id, session_id)
+    who = caller(request)
+    grant = access.verify_stream(bearer(request), who, camera_id)
+    access.check_scope(who, grant, camera_id)
+    access.check_session(who, grant, camera_id, session_id)
     fragment = await read_body(request, SDPFRAG)
     if request.headers.get("If-Match", "*") not in ("*", etag(session_id)):
         return error(412, "precondition failed", "If-Match does not match the session's ETag")
@@ -127,8 +131,9 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
 async def delete_session(request: web.Request) -> web.StreamResponse:
     camera_id, session_id = request.match_info["camera_id"], request.match_info["session_id"]
     access = request.app[ACCESS]
-    grant = access.verify_stream(request, camera_id)  # ending a view needs no scope, only its own token
-    access.check_session(request, grant, camera_id, session_id)
+    who = caller(request)
+    grant = access.verify_stream(bearer(request), who, camera_id)  # ending a view needs no scope, only its own token
+    access.check_session(who, grant, camera_id, session_id)
     try:
         await request.app[WORKER].close(session_id)
     except SessionError as exc:

@@ -125,7 +125,7 @@ def test_writes_by_other_processes_and_plain_sql_are_tracked(tmp_path: Path) -> 
     seen = registry.revision()
     argv = [sys.executable, "-m", "mediaserver.cli", "cameras", "add", "--db", db, "--id", "x1", "--name", "Gate",
             "--lat", "37.5", "--lon", "126.9", "--url", "rtsp://h/y"]  # fmt: skip
-    subprocess.run(argv, check=True, capture_output=True)
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
     changes = registry.changes(seen)
     assert [c.id for c in changes.changed] == ["x1"]
     other = sqlite3.connect(db)  # a script with no idea of revisions

@@ -18,6 +18,7 @@ from mediaserver.bridge import START_POLICIES
 from mediaserver.registry import Registry, RegistryError, import_csv, make_camera
 from mediaserver.rtsp.batch_reader import IDLE_READ_MS
 from mediaserver.secret_box import ENV_KEY_FILE, SecretBoxError, use_key_file
+from signaling.clients import ROLES
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
@@ -96,7 +97,10 @@ def _clients_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     add.add_argument("--db", default="goldentime.db")
     add.add_argument("--agency", required=True, help="agency id, a slug such as police-112 or fire-119")
     add.add_argument("--name", required=True, help="what the app is, e.g. '112 CAD'")
-    add.add_argument("--role", choices=("agency", "auditor"), default="agency")
+    add.add_argument(
+        "--role", choices=ROLES, default="agency",
+        help="agency: incidents and tokens; auditor: the audit log; admin: ops (resizing workers), every camera",
+    )  # fmt: skip
     add.add_argument("--json", action="store_true", help='print {"client_id": ..., "client_secret": ...}')
     add.set_defaults(func=_clients_add)
     ls = actions.add_parser("list", help="list clients (secrets are never shown)")
@@ -188,12 +192,33 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
         help="addresses that may read /metrics and /ops/workers (repeatable; default loopback only)",
     )
     p.add_argument(
+        "--allowed-hosts",
+        type=_csv,
+        default=None,
+        metavar="NAME[:PORT],...",
+        help="Host header values this server answers (others: 421, a DNS-rebinding guard); default the --http "
+        "address, localhost, 127.0.0.1 and [::1] at its port; add the names clients and a reverse proxy use",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        type=_csv,
+        default=[],
+        metavar="CIDR,...",
+        help="reverse proxies whose X-Forwarded-For/-Proto are believed (default none: the peer address is the client)",
+    )
+    p.add_argument("--sessions-per-token", type=int, default=None, help="live views one stream token may hold (64)")
+    p.add_argument("--sessions-per-client", type=int, default=None, help="live views one agency client may hold (256)")
+    p.add_argument(
         "--first-picture",
         choices=START_POLICIES,
         default="live",
         help="how a new viewer starts: live (a fresh IDR of the newest frame; default); gop (replay the cached "
         "GOP) and keyframe (wait for the camera's next one) exist for comparison benchmarks",
     )
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _cidrs(value: str) -> list[str]:
@@ -208,8 +233,12 @@ def _cidrs(value: str) -> list[str]:
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
+    import dataclasses
+
     from mediaserver.cli.serve import ServerSettings, parse_http
     from mediaserver.worker import WorkerSettings
+    from signaling.access import AccessSettings
+    from signaling.quotas import QuotaSettings
 
     host, port = parse_http(args.http)
     worker = WorkerSettings(
@@ -219,10 +248,16 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         first_picture=args.first_picture,
         idle_read_interval=args.idle_read_ms / 1000,
     )
-    extra = {"metrics_allow": args.metrics_allow} if args.metrics_allow else {}
+    extra: dict[str, object] = {"metrics_allow": args.metrics_allow} if args.metrics_allow else {}
+    if args.allowed_hosts:
+        extra["allowed_hosts"] = args.allowed_hosts
+    caps = {k: v for k, v in (("sessions_per_token", args.sessions_per_token),
+                              ("sessions_per_client", args.sessions_per_client)) if v is not None}  # fmt: skip
+    access = AccessSettings(quotas=dataclasses.replace(QuotaSettings(), **caps))
     return ServerSettings(
-        db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker, workers=args.workers, **extra
-    )
+        db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker, workers=args.workers,
+        trusted_proxies=args.trusted_proxies, access=access, **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def _run(coro: Coroutine[object, object, None]) -> None:
