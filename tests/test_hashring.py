@@ -45,7 +45,8 @@ def test_removing_a_worker_moves_only_its_keys() -> None:
 def test_every_process_agrees() -> None:
     """Python's own hash() is salted per process; the ring must not be."""
     code = "from mediaserver.cluster.hashring import worker_ring as w; r = w(3); print(r.owner('c1'), r.owner('x'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = run.stdout.split()
     ring = worker_ring(3)
     assert out == [ring.owner("c1"), ring.owner("x")]
 
