@@ -2,9 +2,10 @@
 
     .venv/bin/python fuzz/run.py --target h264 --inputs 100000 [--engine atheris|random] [--seconds 120]
 
-Engines: `atheris` (libFuzzer, coverage-guided over the harness's Python; the Cython modules are built with gcc,
-so their C is not instrumented) when it is installed, else `random` (seeded mutations of the corpus, no coverage;
-what tests/core_ext/test_fuzz_short.py uses). Both start from `targets.seeds(target)`, the captured camera streams.
+Engines: `atheris` (libFuzzer, coverage-guided over the harness's Python; with `--native DIR`, a build of core_ext by
+fuzz/build_native.sh, also over the Cython modules' C, under AddressSanitizer) when it is installed, else `random`
+(seeded mutations of the corpus, no coverage; what tests/core_ext/test_fuzz_short.py uses). Both start from
+`targets.seeds(target)`, the captured camera streams.
 A failing input is written to fuzz/crashes/ and the run exits 1; make it a regression test (tests/core_ext).
 """
 
@@ -87,7 +88,21 @@ def run_random(
     return done, time.process_time() - start
 
 
-def run_atheris(name: str, inputs: int, seconds: float, corpus_dir: Path | None) -> tuple[int, float, int]:
+def native_env(build: Path) -> dict[str, str]:
+    """The environment for a child fuzzing the core_ext built by fuzz/build_native.sh: that build first on the path,
+    atheris' ASan + libFuzzer runtime preloaded (the instrumented modules need its symbols)."""
+    import atheris
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(build), str(ROOT), env.get("PYTHONPATH", "")])
+    env["LD_PRELOAD"] = str(Path(atheris.path()) / "asan_with_fuzzer.so")
+    env["ASAN_OPTIONS"] = "detect_leaks=0:allocator_may_return_null=1"  # CPython's own allocations are not ours
+    return env
+
+
+def run_atheris(
+    name: str, inputs: int, seconds: float, corpus_dir: Path | None, native: Path | None = None
+) -> tuple[int, float, int]:
     """libFuzzer in a child process (it exits the process when done): (inputs run, CPU seconds, exit code)."""
     work = corpus_dir or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -105,7 +120,11 @@ def run_atheris(name: str, inputs: int, seconds: float, corpus_dir: Path | None)
     ]
     start = os.times()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, *args], stderr=subprocess.PIPE, text=True, check=False
+        [sys.executable, __file__, "--child", name, *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        env=native_env(native) if native else None,
     )
     end = os.times()
     cpu = (end.children_user - start.children_user) + (end.children_system - start.children_system)
@@ -113,12 +132,18 @@ def run_atheris(name: str, inputs: int, seconds: float, corpus_dir: Path | None)
     tail = proc.stderr.strip().splitlines()[-40:]
     if proc.returncode != 0:
         print("\n".join(tail), file=sys.stderr)
+    status = [line for line in proc.stderr.splitlines() if re.match(r"#\d+\s", line)]
+    if status:
+        print(f"libFuzzer: {status[-1]}")  # coverage (cov: edges, ft: features) and corpus at the end
     return (int(match.group(1)) if match else 0), cpu, proc.returncode
 
 
 def atheris_child(name: str, args: list[str]) -> None:
     import atheris
 
+    import core_ext
+
+    print(f"fuzzing the core_ext in {Path(core_ext.__file__).parent}", file=sys.stderr)
     sys.modules.pop("fuzz.targets", None)  # imported above uninstrumented: load it again, instrumented
     with atheris.instrument_imports(include=["fuzz"]):
         import fuzz.targets as instrumented
@@ -138,6 +163,7 @@ def main() -> None:
     ap.add_argument("--engine", choices=["atheris", "random"], default=None)
     ap.add_argument("--corpus", type=Path, default=None, help="atheris: keep the corpus here")
     ap.add_argument("--seed", type=int, default=0, help="random: the mutation seed")
+    ap.add_argument("--native", type=Path, default=None, help="atheris: a build from fuzz/build_native.sh")
     args = ap.parse_args()
     engine = args.engine
     if engine is None:
@@ -148,7 +174,7 @@ def main() -> None:
         except ImportError:
             engine = "random"
     if engine == "atheris":
-        done, cpu, rc = run_atheris(args.target, args.inputs, args.seconds, args.corpus)
+        done, cpu, rc = run_atheris(args.target, args.inputs, args.seconds, args.corpus, args.native)
     else:
         rc = 0
         try:
