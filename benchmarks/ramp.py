@@ -108,10 +108,15 @@ def registry(workdir: Path, csv_path: Path, n: int) -> tuple[Path, str]:
     lines = csv_path.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[: n + 1]))
     cli("cameras", "import", "--db", str(db), str(part))
-    client = json.loads(cli("clients", "add", "--agency", "city-admin", "--name", "ramp", "--role", "admin", "--json",
+    return db, client_header(db, "city-admin", "admin")
+
+
+def client_header(db: Path, agency: str, role: str) -> str:
+    """An HTTP Basic header of a new client (admins list the whole city; agencies open incidents)."""
+    client = json.loads(cli("clients", "add", "--agency", agency, "--name", f"bench {role}", "--role", role, "--json",
                             "--db", str(db)))  # fmt: skip
     token = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
-    return db, f"Basic {token}"
+    return f"Basic {token}"
 
 
 def http_get(url: str, auth: str | None = None, timeout: float = 10.0) -> str | None:

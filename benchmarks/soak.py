@@ -52,7 +52,7 @@ from lib.camfarm_measure import cpu_by_pid, machine, memory, stall_us, tree
 from lib.camfarm_proc import RunningFarm, camfarm, python_die_with_parent
 from lib.camfarm_rtsp import Faults
 from lib.soak_api import Api, Viewer
-from ramp import free_port, registry
+from ramp import client_header, free_port, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -331,19 +331,20 @@ def main(argv: list[str] | None = None) -> None:
         csv_path = workdir / "farm.csv"
         with camfarm(farm_argv(args, csv_path)) as farm:
             db, basic = registry(workdir, csv_path, args.cameras)
+            agency = client_header(db, "police-112", "agency")
             port = free_port()
             with server(db, port, args, log_dir) as proc:
                 meta = Meta(args.cameras, args.workers, args.minutes, farm.info, load, argv, None,
                             started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))  # fmt: skip
-                lines = asyncio.run(_run(args, meta, farm, proc, port, basic, positions(csv_path)))
+                lines = asyncio.run(_run(args, meta, farm, proc, port, (basic, agency), positions(csv_path)))
     write_results(lines, args)
 
 
 async def _run(
-    args: argparse.Namespace, meta: Meta, farm: RunningFarm, proc: subprocess.Popen[bytes], port: int, basic: str,
-    cams: dict[str, Point],
+    args: argparse.Namespace, meta: Meta, farm: RunningFarm, proc: subprocess.Popen[bytes], port: int,
+    clients: tuple[str, str], cams: dict[str, Point],
 ) -> list[str]:  # fmt: skip
-    async with Api(f"http://127.0.0.1:{port}", basic) as api:
+    async with Api(f"http://127.0.0.1:{port}", *clients) as api:
         await api.wait_up(proc, 60)
         meta.reconnect_cap = reconnect_cap(tree([proc.pid]))
         soak = Soak(args, api, farm, proc.pid, cams)

@@ -23,9 +23,11 @@ WORKER_LABEL = re.compile(r'worker="([^"]*)"')
 
 
 class Api:
-    def __init__(self, base: str, basic: str) -> None:
-        self.base, self.basic = base, basic
-        self.bearer = ""
+    def __init__(self, base: str, admin: str, agency: str) -> None:
+        """`admin` and `agency`: HTTP Basic headers of an admin client (the city's ops view: every camera's status)
+        and of an agency client (incidents and stream tokens)."""
+        self.base, self.basic, self.agency_basic = base, admin, agency
+        self.bearer = self.agency_bearer = ""
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Api:
@@ -56,10 +58,13 @@ class Api:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not answer /healthz")
             await asyncio.sleep(0.2)
-        headers = {"Authorization": self.basic}
+        self.bearer, self.agency_bearer = await self._login(self.basic), await self._login(self.agency_basic)
+
+    async def _login(self, basic: str) -> str:
+        headers = {"Authorization": basic}
         async with self.session.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=headers) as res:
             res.raise_for_status()
-            self.bearer = f"Bearer {(await res.json())['access_token']}"
+            return f"Bearer {(await res.json())['access_token']}"
 
     async def ready(self) -> bool:
         try:
@@ -115,7 +120,7 @@ class Api:
         until = datetime.fromtimestamp(time.time() + ttl_s + 60, UTC).isoformat()
         body = {"service": "112-video", "basis": "soak benchmark", "until": until, "radius_m": 5,
                 "geometry": {"type": "Point", "coordinates": [lon, lat]}}  # fmt: skip
-        headers = {"Authorization": self.bearer}
+        headers = {"Authorization": self.agency_bearer}
         async with self.session.post("/api/incidents", json=body, headers=headers) as res:
             if res.status != 201:
                 raise RuntimeError(f"incident: {res.status} {await res.text()}")
