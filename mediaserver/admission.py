@@ -13,7 +13,14 @@ the decision is made on *measured* load, with a session cap only as a backstop:
 
 `LoadMonitor.check(sessions)` returns None (admit) or a `Refusal` naming the first limit crossed, how to
 back off (`retry_after_s`) and the numbers, so the HTTP layer can answer 503 + Retry-After with a body an
-operator can act on. Existing sessions are never touched: refusing is the only lever.
+operator can act on. Existing sessions are never touched.
+
+Joins arrive in bursts (an incident: a whole room opens the same cameras at once), and a burst's own setup
+work is what lifts the loop's lag. So `JoinQueue` queues joins instead of refusing them on a lag spike:
+at most `join_concurrency` are set up at once (which caps the joins' work per loop turn), and a join whose
+turn comes while the loop is late or busy waits for it to recover, until `join_deadline_s` after it arrived;
+only then is it refused (`Overloaded`, 503 + Retry-After). The session cap, slow viewers' drops and a full
+queue refuse at once: waiting would not change them, and drops mean existing viewers already suffer.
 """
 
 from __future__ import annotations
@@ -21,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from mediaserver.errors import Overloaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,9 @@ class AdmissionSettings:
     interval_s: float = 0.05  # lag probe period
     window_s: float = 1.0  # CPU and drop rates are measured over this window
     smoothing: float = 0.2  # EWMA weight of a new sample (lag per probe, CPU and drops per window)
+    join_concurrency: int = 4  # joins set up at once (offer to answer)
+    join_queue: int = 1024  # joins waiting for their turn, at most
+    join_deadline_s: float = 2.0  # a join not started within this (queue + lag/CPU wait) is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +109,93 @@ class LoadMonitor:
             "drops_per_s": round(self.drops_per_s, 2),
         }
 
-    def check(self, sessions: int) -> Refusal | None:
-        """None if one more session fits, else why not."""
+    def refusal(self, sessions: int) -> Refusal | None:
+        """What refuses a join at once: the session cap, or viewers already being dropped for falling behind."""
         s = self.settings
-        limits = (
-            (sessions >= s.max_sessions, f"session cap reached ({s.max_sessions})"),
-            (self.lag_ms > s.max_loop_lag_ms, f"event loop lag {self.lag_ms:.0f} ms > {s.max_loop_lag_ms:.0f} ms"),
-            (self.cpu > s.max_cpu, f"event loop CPU {100 * self.cpu:.0f} % > {100 * s.max_cpu:.0f} % of a core"),
-            (self.drops_per_s > s.max_drops_per_s, f"dropping {self.drops_per_s:.1f} frames/s for slow viewers"),
-        )
-        for crossed, reason in limits:
-            if crossed:
-                self.refused += 1
-                return Refusal(reason, s.retry_after_s, self.load(sessions))
+        if sessions >= s.max_sessions:
+            return self._refuse(f"session cap reached ({s.max_sessions})", sessions)
+        if self.drops_per_s > s.max_drops_per_s:
+            return self._refuse(f"dropping {self.drops_per_s:.1f} frames/s for slow viewers", sessions)
         return None
+
+    def busy(self) -> str | None:
+        """Why the loop cannot take a join's work right now (late or busy), or None: a join may wait for it."""
+        s = self.settings
+        if self.lag_ms > s.max_loop_lag_ms:
+            return f"event loop lag {self.lag_ms:.0f} ms > {s.max_loop_lag_ms:.0f} ms"
+        if self.cpu > s.max_cpu:
+            return f"event loop CPU {100 * self.cpu:.0f} % > {100 * s.max_cpu:.0f} % of a core"
+        return None
+
+    def check(self, sessions: int) -> Refusal | None:
+        """None if one more session fits now, else why not."""
+        refusal = self.refusal(sessions)
+        if refusal is not None:
+            return refusal
+        reason = self.busy()
+        return None if reason is None else self._refuse(reason, sessions)
+
+    def _refuse(self, reason: str, sessions: int) -> Refusal:
+        self.refused += 1
+        return Refusal(reason, self.settings.retry_after_s, self.load(sessions))
+
+
+class JoinQueue:
+    """Joins in arrival order, `join_concurrency` at a time, each admitted or refused within its deadline."""
+
+    def __init__(self, monitor: LoadMonitor) -> None:
+        self.monitor = monitor
+        self.settings = monitor.settings
+        self.waiting = 0  # joins queued for a slot
+        self.active = 0  # joins holding a slot (not yet sessions)
+        self.waited_ms_max = 0.0  # the longest wait of an admitted join (a gauge for benchmarks and metrics)
+        self._slots: asyncio.Semaphore | None = None  # made on the running loop
+
+    @asynccontextmanager
+    async def slot(self, sessions: Callable[[], int]) -> AsyncIterator[None]:
+        """Hold a join slot while the session is set up; raises Overloaded if refused. `sessions()`: how many
+        sessions the worker has now (those being set up are added)."""
+        s, arrived = self.settings, time.monotonic()
+        self._raise(self.monitor.refusal(sessions() + self.active))
+        if self.waiting >= s.join_queue:
+            self._raise(self.monitor._refuse(f"join queue full ({s.join_queue} waiting)", sessions()))
+        await self._acquire(arrived + s.join_deadline_s, sessions)
+        self.active += 1
+        try:
+            await self._wait_loop(arrived + s.join_deadline_s, sessions)
+            self._raise(self.monitor.refusal(sessions() + self.active - 1))  # the cap may be reached meanwhile
+            self.waited_ms_max = max(self.waited_ms_max, 1000 * (time.monotonic() - arrived))
+            yield
+        finally:
+            self.active -= 1
+            assert self._slots is not None
+            self._slots.release()
+
+    async def _acquire(self, deadline: float, sessions: Callable[[], int]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.join_concurrency)
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            s = self.settings
+            reason = f"no join slot within {s.join_deadline_s:g} s ({self.waiting} joins waiting)"
+            self._raise(self.monitor._refuse(reason, sessions()))
+        finally:
+            self.waiting -= 1
+
+    async def _wait_loop(self, deadline: float, sessions: Callable[[], int]) -> None:
+        """Until the loop can take the join's work, or the deadline (then refused with the reason)."""
+        while (reason := self.monitor.busy()) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._raise(self.monitor._refuse(reason, sessions()))
+            await asyncio.sleep(min(self.settings.interval_s, left))
+
+    @staticmethod
+    def _raise(refusal: Refusal | None) -> None:
+        if refusal is not None:
+            raise Overloaded(refusal.reason, refusal.retry_after_s, refusal.load)
 
 
 def _ewma(old: float, new: float, weight: float) -> float:

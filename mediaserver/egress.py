@@ -6,8 +6,10 @@ and once it is on plain passthrough the camera's shared fan-out sends to all suc
 Answers negotiate H.264 only and are sent after ICE gathering completed (no server-side trickle).
 
 A viewer asks for a profile (transcode.py): `main` passes H.264 through, `low` is a shared transcode (or the
-camera's sub-stream, when `substream_lookup` finds one live). New sessions are refused with `Overloaded`
-when the worker's measured load says one more would hurt the viewers it has (admission.py). Snapshots
+camera's sub-stream, when `substream_lookup` finds one live). Joins wait in a bounded queue, a few set up at a
+time, and are refused with `Overloaded` when the worker's measured load says one more would hurt the viewers
+it has or their turn does not come within the deadline (admission.py). All sessions of a worker share one DTLS
+certificate (`Certificates`, renewed daily) instead of generating one each. Snapshots
 (snapshot.py) are served from the same hubs. The remote candidates a viewer signals are capped and filtered
 by network (viewer_networks.py). Errors are mediaserver/errors.py's: `BadOffer` only for what is wrong with
 the offer itself; anything else escaping `offer()` is a bug and propagates (the caller logs it, answers 500).
@@ -19,7 +21,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +37,19 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from mediaserver.admission import AdmissionSettings, LoadMonitor
+from mediaserver.admission import AdmissionSettings, JoinQueue, LoadMonitor
 from mediaserver.bridge import BridgePool, StartPolicy, ViewerFeed
 from mediaserver.errors import BadOffer, NotYet, Overloaded, UnknownCamera, UnknownSession, Unsupported
 from mediaserver.fanout import FanoutPool, FastSender
 from mediaserver.hub import Hub
-from mediaserver.rtc_seam import aioice_host_addresses, filter_remote_candidates, use_ice_hosts
+from mediaserver.rtc_seam import (
+    SharedCertificate,
+    aioice_host_addresses,
+    filter_remote_candidates,
+    send_only,
+    use_certificate,
+    use_ice_hosts,
+)
 from mediaserver.snapshot import NoPicture, SnapshotCache
 from mediaserver.transcode import MAIN, Profile, UnknownProfile, get_profile
 from mediaserver.viewer_networks import CandidateGuard, ViewerNetworks, default_for, own_addresses
@@ -54,6 +64,7 @@ __all__ = ["BadOffer", "Egress", "NotYet", "Overloaded", "UnknownCamera", "Unkno
 # codec in common, ...); anything else it raises is not the offer's fault
 OFFER_ERRORS = (ValueError, OperationError, InvalidAccessError)
 OWN_ADDRESSES_TTL_S = 10.0
+CERTIFICATE_LIFETIME_S = 24 * 3600.0  # aiortc's certificates are valid 30 days; a new one each day
 
 
 # --- offer checks -------------------------------------------------------------------------------------
@@ -80,6 +91,21 @@ def udp_candidates(lines: list[str]) -> int:
     """How many of these SDP lines are UDP candidates (the transport is the third field)."""
     fields = (line.split() for line in lines if line.startswith("a=candidate:"))
     return sum(1 for f in fields if len(f) > 2 and f[2].lower() == "udp")
+
+
+class Certificates:
+    """The worker's DTLS certificate: one for all its sessions (generating one costs ~0.5 ms, its OpenSSL
+    context ~0.7 ms more), renewed every `lifetime_s`; sessions keep the one they started with."""
+
+    def __init__(self, lifetime_s: float = CERTIFICATE_LIFETIME_S) -> None:
+        self.lifetime_s = lifetime_s
+        self._current: tuple[float, SharedCertificate] | None = None
+
+    def current(self) -> SharedCertificate:
+        now = time.monotonic()
+        if self._current is None or now - self._current[0] >= self.lifetime_s:
+            self._current = (now, SharedCertificate.generateCertificate())
+        return self._current[1]
 
 
 # --- the viewer's track ---------------------------------------------------------------------------
@@ -158,6 +184,8 @@ class Egress:
         self.fanout = FanoutPool()
         self.snapshots = SnapshotCache()
         self.load = LoadMonitor(admission, self._overflows)
+        self.joins = JoinQueue(self.load)
+        self.certificates = Certificates()
         self._sessions: dict[str, Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._past_overflows = 0  # of sessions already closed
@@ -168,13 +196,16 @@ class Egress:
     def _overflows(self) -> int:
         return self._past_overflows + sum(s.overflows for s in self._sessions.values())
 
-    def admit(self) -> None:
-        """Raise Overloaded if one more session would degrade the current ones."""
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """A join's turn in the queue (held while it is set up); raises Overloaded if refused."""
         self.load.start()  # measuring from the first offer on (the loop runs by then)
-        refusal = self.load.check(len(self._sessions))
-        if refusal is not None:
-            log.warning("refusing a viewer: %s %s", refusal.reason, refusal.load)
-            raise Overloaded(refusal.reason, refusal.retry_after_s, refusal.load)
+        try:
+            async with self.joins.slot(lambda: len(self._sessions)):
+                yield
+        except Overloaded as exc:
+            log.warning("refusing a viewer: %s %s", exc, exc.load)
+            raise
 
     def own_addresses(self) -> frozenset[str]:
         """This server's addresses (viewers' candidates may not point at them), re-read every few seconds."""
@@ -204,33 +235,39 @@ class Egress:
         except UnknownProfile as exc:
             raise BadOffer(str(exc)) from None
         hub, applied = self.source(camera_id, wanted)
-        self.admit()
-        session_id = uuid.uuid4().hex
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
-        feed = ViewerFeed(self.bridges, hub, self.start, applied)
-        sender = self.fanout.sender(feed, lambda: self._close_soon(session_id))
-        guard = CandidateGuard(self.viewer_networks, self.own_addresses())
-        session = Session(session_id, camera_id, pc, feed, sender, guard, wanted)
-        try:
-            answer = await self._answer(session, sdp)
-        except BaseException:  # BadOffer, a bug, or cancelled: nothing of the session stays
-            await pc.close()
-            feed.close()
-            raise
-        self._sessions[session_id] = session
+        async with self.admit():
+            session = self._new_session(camera_id, hub, applied, wanted)
+            try:
+                answer = await self._answer(session, sdp)
+            except BaseException:  # BadOffer, a bug, or cancelled: nothing of the session stays
+                await session.pc.close()
+                session.feed.close()
+                raise
+            self._sessions[session.id] = session
+        session_id = session.id
         self._watch(session)
         log.info("session %s: camera %s (%s), %d sessions", session_id, camera_id, wanted.name, len(self._sessions))
         return session_id, answer
+
+    def _new_session(self, camera_id: str, hub: Hub, applied: Profile, wanted: Profile) -> Session:
+        session_id = uuid.uuid4().hex
+        with use_certificate(self.certificates.current()):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
+        feed = ViewerFeed(self.bridges, hub, self.start, applied)
+        sender = self.fanout.sender(feed, lambda: self._close_soon(session_id))
+        guard = CandidateGuard(self.viewer_networks, self.own_addresses())
+        return Session(session_id, camera_id, pc, feed, sender, guard, wanted)
 
     async def _answer(self, session: Session, sdp: str) -> str:
         pc = session.pc
         # Codec choice happens inside setRemoteDescription: the transceiver and its H.264-only preference
         # must exist before it, or aiortc answers with whatever the offer lists first.
-        transceiver: RTCRtpTransceiver = pc.addTransceiver(CameraTrack(), direction="sendonly")
+        with send_only():  # the transceivers' receivers never get media: no bitrate estimator to build
+            transceiver: RTCRtpTransceiver = pc.addTransceiver(CameraTrack(), direction="sendonly")
         transceiver.setCodecPreferences(h264_capabilities())
         session.sender.attach(transceiver.sender)
         try:
-            with filter_remote_candidates(session.candidates):
+            with filter_remote_candidates(session.candidates), send_only():
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except OFFER_ERRORS as exc:
             raise BadOffer(f"cannot answer the offer: {exc}") from exc

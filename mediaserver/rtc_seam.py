@@ -11,7 +11,12 @@ do not export; only this module reaches them, and it hands the rest of the code:
 - `use_ice_hosts(hosts)`: the addresses ICE gathers host candidates on, in this context;
 - `filter_remote_candidates(check)`: which remote candidates aioice may pair (and so send checks to), in this
   context; peer-reflexive candidates (learned from the viewer's own checks to us) are not signalled, so not
-  filtered.
+  filtered;
+- `SharedCertificate` and `use_certificate(cert)`: peer connections made in this context use this one DTLS
+  certificate (aiortc 1.16's RTCConfiguration takes none: each RTCPeerConnection generates its own), and its
+  OpenSSL context is built once instead of per DTLS transport;
+- `send_only()`: receivers made in this context get no remote bitrate estimator (aiortc builds one per video
+  receiver, 1,000 rate buckets, ~0.5 ms; a send-only session never receives media for it to estimate).
 
 At import `check()` builds a sender on dummy transports (a DTLS handshake over in-memory queues, as aiortc's own
 tests do), takes it over, starts and stops it and reads its wire: a missing or moved name fails the import with
@@ -37,8 +42,11 @@ from typing import Any, Protocol
 
 import aioice
 import aioice.ice
+import aiortc.rtcpeerconnection
+import aiortc.rtcrtpreceiver
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.rtcrtpparameters import (
     RTCRtcpParameters,
     RTCRtpCodecParameters,
@@ -309,6 +317,89 @@ def filter_remote_candidates(check: CandidateCheck | None) -> Iterator[None]:
         _candidate_check.reset(token)
 
 
+# --- one DTLS certificate for many connections ------------------------------------------------------------------
+# RTCPeerConnection.__init__ calls `RTCCertificate.generateCertificate()` through its module's global name, and
+# every RTCDtlsTransport.start() calls its certificate's `_create_ssl_context()`. A context variable chooses a
+# shared certificate for the connections made in a context; outside it aiortc generates one per connection.
+class SharedCertificate(RTCCertificate):
+    """A certificate for many connections: its OpenSSL context (key, cipher list, SRTP profiles) is built once
+    per set of SRTP profiles. Each connection still gets its own SSL.Connection, so its own DTLS keys."""
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key=key, cert=cert)
+        self._contexts: dict[tuple[bytes, ...], Any] = {}
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> Any:  # an OpenSSL SSL.Context
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = super()._create_ssl_context(srtp_profiles)
+        return ctx
+
+
+_certificate: contextvars.ContextVar[RTCCertificate | None] = contextvars.ContextVar("certificate", default=None)
+_aiortc_certificate = _get(aiortc.rtcpeerconnection, "RTCCertificate", "aiortc.rtcpeerconnection.RTCCertificate")
+_get(_aiortc_certificate, "_create_ssl_context", "RTCCertificate._create_ssl_context")
+
+
+class _CertificateChoice:
+    """Stands in for the RTCCertificate name inside aiortc.rtcpeerconnection (only generateCertificate is used)."""
+
+    @staticmethod
+    def generateCertificate() -> RTCCertificate:  # aiortc's name
+        shared = _certificate.get()
+        return shared if shared is not None else _aiortc_certificate.generateCertificate()
+
+
+aiortc.rtcpeerconnection.RTCCertificate = _CertificateChoice  # type: ignore[misc,assignment]
+
+
+@contextmanager
+def use_certificate(certificate: RTCCertificate | None) -> Iterator[None]:
+    """RTCPeerConnections made in this context use this certificate (None: aiortc's own, one per connection)."""
+    token = _certificate.set(certificate)
+    try:
+        yield
+    finally:
+        _certificate.reset(token)
+
+
+def certificates(pc: Any) -> list[RTCCertificate]:
+    """The DTLS certificates a peer connection uses."""
+    found: list[RTCCertificate] = _get(pc, "_RTCPeerConnection__certificates", "RTCPeerConnection.__certificates")
+    return found
+
+
+# --- send-only sessions: no receive-side estimator -----------------------------------------------------------------
+# RTCRtpReceiver.__init__ builds `RemoteBitrateEstimator()` through its module's global name for every video
+# receiver, and checks it for None before each use (audio receivers have none).
+_send_only: contextvars.ContextVar[bool] = contextvars.ContextVar("send_only", default=False)
+_aiortc_estimator = _get(
+    aiortc.rtcrtpreceiver, "RemoteBitrateEstimator", "aiortc.rtcrtpreceiver.RemoteBitrateEstimator"
+)
+
+
+def _estimator() -> Any:
+    return None if _send_only.get() else _aiortc_estimator()
+
+
+aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _estimator  # type: ignore[misc,assignment]
+
+
+@contextmanager
+def send_only() -> Iterator[None]:
+    """Receivers (transceivers) made in this context build no remote bitrate estimator."""
+    token = _send_only.set(True)
+    try:
+        yield
+    finally:
+        _send_only.reset(token)
+
+
+def _estimator_of(receiver: Any) -> Any:
+    return _get(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", "RTCRtpReceiver.__remote_bitrate_estimator")
+
+
 # --- the import-time check ---------------------------------------------------------------------------------------
 class _Queues:
     """One side of an in-memory datagram link (aiortc's tests/utils.py DummyConnection)."""
@@ -408,7 +499,8 @@ async def _probe_sender() -> None:
     qa: asyncio.Queue[bytes | None] = asyncio.Queue()
     qb: asyncio.Queue[bytes | None] = asyncio.Queue()
     ice_a, ice_b = _DummyIce(qa, qb, "controlling"), _DummyIce(qb, qa, "controlled")
-    dtls_a = RTCDtlsTransport(ice_a, [RTCCertificate.generateCertificate()])  # type: ignore[arg-type]
+    # the server's side uses a shared certificate (its cached OpenSSL context), as egress does
+    dtls_a = RTCDtlsTransport(ice_a, [SharedCertificate.generateCertificate()])  # type: ignore[arg-type]
     dtls_b = RTCDtlsTransport(ice_b, [RTCCertificate.generateCertificate()])  # type: ignore[arg-type]
     await asyncio.wait_for(
         asyncio.gather(dtls_b.start(dtls_a.getLocalParameters()), dtls_a.start(dtls_b.getLocalParameters())), 5
@@ -451,11 +543,27 @@ async def _probe_sender() -> None:
         await ice_b._connection.close()
 
 
+def _check_certificate() -> None:
+    """A connection made under use_certificate holds that certificate, and one made outside it its own."""
+    shared = SharedCertificate.generateCertificate()
+    with use_certificate(shared):
+        pc = aiortc.RTCPeerConnection()
+    if certificates(pc) != [shared] or certificates(aiortc.RTCPeerConnection())[0] is shared:
+        raise _missing("RTCPeerConnection no longer takes its certificate from RTCCertificate.generateCertificate()")
+    transport = SimpleNamespace(state="new")
+    with send_only():
+        quiet = aiortc.RTCRtpReceiver("video", transport)  # type: ignore[arg-type]
+    loud = aiortc.RTCRtpReceiver("video", transport)  # type: ignore[arg-type]
+    if _estimator_of(quiet) is not None or _estimator_of(loud) is None:
+        raise _missing("RTCRtpReceiver no longer builds its estimator from rtcrtpreceiver.RemoteBitrateEstimator")
+
+
 def check() -> None:
     """Raise SeamError unless every private name this module uses is there and means what it meant."""
     missing = _static_names()
     if missing:
         raise _missing("missing " + ", ".join(missing))
+    _check_certificate()
     failure: list[BaseException] = []
 
     async def probe() -> None:
