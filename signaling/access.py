@@ -33,6 +33,8 @@ from signaling.db import connect
 from signaling.errors import AccessDenied, Denied, QuotaExceeded
 from signaling.incidents import MAX_WINDOW_S, Incident, Incidents, Spec, audit_changes
 from signaling.keys import PUBLISH_AHEAD_S, KeyStore
+from signaling.lockout import Lockout, LockoutSettings
+from signaling.operators import SIGNED_IN, Operator, Operators, OperatorSettings
 from signaling.quotas import Quotas, QuotaSettings, Slot
 from signaling.refusals import RefusalLimiter, RefusalLimits, cap
 from signaling.scope import Hit, ScopeIndex, camera_points
@@ -57,6 +59,8 @@ class AccessSettings:
     refusals: RefusalLimits = field(default_factory=RefusalLimits)  # per-source bound on refusal records
     quotas: QuotaSettings = field(default_factory=QuotaSettings)  # per-token/per-client caps and rates
     anchors: AnchorPolicy = field(default_factory=AnchorPolicy)  # how often the audit chain is checkpointed
+    operators: OperatorSettings = field(default_factory=OperatorSettings)  # console sessions (signaling/operators.py)
+    lockout: LockoutSettings = field(default_factory=LockoutSettings)  # backoff after failed logins
 
 
 __all__ = ["ACCESS", "Access", "AccessDenied", "AccessSettings", "Caller", "Denied", "Grant", "Origin"]
@@ -105,9 +109,11 @@ class Access:
         self.settings = s = settings or AccessSettings()
         self.db = connect(db_path)
         self.clients = Clients(self.db, s.scrypt_n)
+        self.operators = Operators(self.db, s.operators)
+        self.lockout = Lockout(s.lockout)  # operators' sign-ins and clients' credentials (signaling/lockout.py)
         retain = s.tokens.max_ttl_s + s.tokens.leeway_s + 60  # retired keys outlive every token they signed
         self.keys = KeyStore(self.db, s.publish_ahead_s, retain)
-        self.tokens = Tokens(self.db, self.keys, s.tokens, self.clients.active)  # a disabled client's tokens fail
+        self.tokens = Tokens(self.db, self.keys, s.tokens, self.active)  # a disabled client's tokens fail
         self._cameras = cameras
         self.scope = ScopeIndex(camera_points(cameras()))
         self.incidents = Incidents(self.db, self.scope, s.urn_domain, s.incident_window_s)
@@ -166,6 +172,10 @@ class Access:
             except Exception:
                 log.exception("access sweep failed")
 
+    def active(self, client_id: str) -> bool:
+        """An enabled agency client, or an enabled operator account (ids `op-...`, signaling/operators.py)."""
+        return self.operators.active(client_id) if client_id.startswith("op-") else self.clients.active(client_id)
+
     def refresh_cameras(self) -> bool:
         return self.scope.update(camera_points(self._cameras()))
 
@@ -193,7 +203,7 @@ class Access:
             return "token expired"
         if self.tokens.is_revoked(view.jti):
             return "token revoked"
-        if not self.clients.active(view.client_id):
+        if not self.active(view.client_id):
             return "client disabled"
         incident = self.incidents.get(view.incident)
         if incident is None or not incident.is_open(now):
@@ -214,6 +224,27 @@ class Access:
             "client.added", operator=operator, agency=agency, client_id=client.client_id, detail={"role": role}
         )
         return client, secret
+
+    def add_operator(
+        self, agency: str, username: str, role: str, password: str | None = None, operator: str | None = None
+    ) -> tuple[Operator, str]:
+        """A console account (signaling/operators.py); returns it and its password (one-time when generated)."""
+        added, password = self.operators.add(agency, username, role, password)
+        self.audit.append("operator.added", operator=operator, agency=agency, client_id=added.operator_id,
+                          detail={"username": username, "role": role})  # fmt: skip
+        return added, password
+
+    async def set_operator_disabled(self, username: str, disabled: bool, operator: str | None = None) -> bool:
+        """Disable (sessions end, tokens refused, live views ended) or enable an account; False if unknown."""
+        found = self.operators.set_disabled(username, disabled)
+        if found is None:
+            return False
+        event = "operator.disabled" if disabled else "operator.enabled"
+        self.audit.append(event, operator=operator, agency=found.agency, client_id=found.operator_id,
+                          detail={"username": username})  # fmt: skip
+        if disabled:
+            await self.views.end_where(lambda v: v.client_id == found.operator_id, "operator disabled")
+        return True
 
     async def set_client_disabled(self, client_id: str, disabled: bool, operator: str | None = None) -> int | None:
         """Disable (its tokens refused, its live views ended here now, elsewhere by their sweep) or enable a
@@ -320,12 +351,12 @@ class Access:
         )
         return token, claims
 
-    async def revoke_token(self, jti: str, client: Client, remote: str | None) -> int:
+    async def revoke_token(self, jti: str, client: Client, remote: str | None, operator: str | None = None) -> int:
         """Revoke and end the token's live views now. Returns the number of views ended."""
         record = self.tokens.get(jti)
         self.tokens.revoke(jti)
         self.audit.append(
-            "token.revoked", **self._who(client, None, remote), jti=jti,
+            "token.revoked", **self._who(client, operator, remote), jti=jti,
             incident=record.incident_id if record else None,
         )  # fmt: skip
         return await self.views.end_where(lambda v: v.jti == jti, "token revoked")
@@ -354,6 +385,8 @@ class Access:
     ) -> AccessDenied:
         """Audit a refusal (text fields capped; over the source's rate, counted for its summary instead:
         signaling/refusals.py) and return the exception to raise."""
+        if audit.get("operator") is None:
+            audit["operator"] = SIGNED_IN.get()  # a console session's refusals name its operator
         if self.refusals.admit(request.remote, status, cap(error, 64)):
             self.audit.append(
                 "access.denied", reason=cap(f"{error}: {detail}" if detail else error), remote=cap(request.remote),

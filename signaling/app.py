@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from mediaserver.cluster.worker_client import WorkerClient, WorkerOps
-from signaling import api, incident_api, ops_api, whep
+from signaling import api, incident_api, openapi, operator_api, ops_api, session_api, whep
 from signaling.access import AccessSettings
 from signaling.cors import cors_middleware
 from signaling.edge import EdgeSettings, guard_middleware, refusals
@@ -50,13 +50,17 @@ def create_app(
     one is registered and an incident opens a camera); `ops` (None: no ops routes) answers /metrics,
     /healthz, /readyz and camera status (signaling/ops_api.py); `edge` names the allowed Host values and the
     trusted reverse proxies (default: loopback names, no proxies)."""
-    middlewares = [guard_middleware(edge or EdgeSettings()), cors_middleware(cors_origins or []), refusals]
+    middlewares = [guard_middleware(edge or EdgeSettings()), cors_middleware(cors_origins or []), refusals,
+                   session_api.sessions]  # innermost: its CSRF refusals go through `refusals`  # fmt: skip
     app = web.Application(middlewares=middlewares)
     incident_api.install(app, worker, cameras, db, access)  # first: its shutdown ends (and audits) views
+    session_api.add_routes(app)
+    operator_api.add_routes(app)
     whep.add_routes(app, worker)
     if ops is not None:
         ops_api.install(app, ops, ops_settings)
     app.add_routes(api.routes(cameras))
+    openapi.add_routes(app)
     if web_dir is not None:
         index = web_dir / "index.html"
 

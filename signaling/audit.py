@@ -81,6 +81,11 @@ EVENTS = (
     "incident.updated",
     "incident.closed",
     "client.added",
+    "operator.added",  # signaling/operators.py: console accounts and their sign-ins
+    "operator.disabled",
+    "operator.enabled",
+    "operator.signed_in",
+    "operator.signed_out",
     "client.disabled",  # signaling/clients.py: disable, enable, secret rotation
     "client.enabled",
     "client.rotated",

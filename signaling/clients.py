@@ -5,6 +5,8 @@ slow hash (scrypt) is stored, so a stolen database does not hand out credentials
 constant time. A successful check is remembered for a minute (keyed by a digest of the secret, never the
 secret itself) because scrypt is deliberately slow and agency apps call with Basic auth on every request;
 the remembered check is tied to the stored hash, so a rotated secret stops working at once in every process.
+Wrong secrets back off per client id and per address (signaling/logins.py): 429 + Retry-After, no scrypt while
+locked; a secret remembered as right is let through the lock.
 
 `mediaserver clients disable|enable|rotate`: a disabled client can't authenticate, its tokens are refused
 (`active()`, the token verifier's hook, rereads the flags every ACTIVE_REFRESH_S) and the access sweep ends
@@ -195,6 +197,13 @@ class Clients:
         stored = found[1] if found else _DUMMY_HASH
         ok = await asyncio.to_thread(check_secret, secret, stored)
         return self._remember(client_id, secret, found, ok)
+
+    def remembered(self, client_id: str, secret: str) -> Client | None:
+        """The client if this very secret matched its current hash within CACHE_SECONDS (no scrypt). The login
+        guard (signaling/logins.py) asks this before the lockout: an app calling with its right secret keeps
+        working while someone floods wrong secrets for its id."""
+        found, cached = self._lookup(client_id, secret)
+        return found[0] if cached and found else None
 
     def _lookup(self, client_id: str, secret: str) -> tuple[tuple[Client, str] | None, bool]:
         """The enabled client and its stored hash, and whether this secret matched that very hash lately."""

@@ -13,7 +13,9 @@
     GET    /api/audit                         auditors: ?camera=&incident=&agency=&event=&since=&until=&limit=
     GET    /api/audit/verify                  auditors: walk the hash chain
 
-Agency apps authenticate with HTTP Basic (client_id:client_secret) or a bearer token from /oauth/token.
+Agency apps authenticate with HTTP Basic (client_id:client_secret) or a bearer token from /oauth/token; wrong
+credentials back off per client and per address (signaling/logins.py). A signed-in operator's session cookie
+(signaling/session_api.py) acts as the agency's client would, and names the operator in every record.
 Only the owner and the agencies an incident is shared with may act on it; closing it, moving it, changing its
 window and who it is shared with are the owner's (incidents.py: the window's and a move's bounds). Auditor
 clients read the audit log and nothing else. Errors are JSON `{"error": ..., "detail": ..., "field"?: ...}`.
@@ -36,8 +38,11 @@ from mediaserver.cluster.worker_client import WorkerClient
 from signaling.access import ACCESS, Access, AccessSettings, Denied
 from signaling.audit import EVENTS
 from signaling.clients import Client
+from signaling.errors import QuotaExceeded
 from signaling.incidents import OWNER_FIELDS, Incident, ValidationError, parse_create, parse_patch, rfc3339
 from signaling.json_body import read_json
+from signaling.logins import guarded
+from signaling.session_api import signed_in
 from signaling.tokens import TokenError
 
 MAX_AUDIT_ROWS = 10_000
@@ -96,18 +101,39 @@ def bad_request(field: str, message: str, status: int = 400) -> Denied:
 
 
 def operator_of(request: web.Request) -> str | None:
-    """The person at the agency app, as the app tells us (recorded in the audit, not authenticated)."""
+    """The signed-in operator; else the person at the agency app, as the app tells us (recorded in the audit,
+    not authenticated)."""
+    session = signed_in(request)
+    if session is not None:
+        return session.operator.username
     value = request.headers.get("X-Operator", "").strip()
     return value[:128] or None
 
 
-async def authenticate(request: web.Request) -> Client:
-    """HTTP Basic with the client's credentials, or a bearer token from /oauth/token."""
+async def client_login(request: web.Request, client_id: str, secret: str) -> Client | None:
+    """A client's credentials checked behind the lockout (429 while locked); None when wrong."""
     access = request.app[ACCESS]
+    remembered = access.clients.remembered(client_id, secret)
+    if remembered is not None:
+        return remembered
+
+    async def check() -> Client | None:
+        return await access.clients.authenticate_async(client_id, secret)
+
+    return await guarded(access, request, f"client:{client_id}", check, client_id=client_id or None)
+
+
+async def authenticate(request: web.Request) -> Client:
+    """HTTP Basic with the client's credentials, a bearer token from /oauth/token, or an operator's session
+    (only when no Authorization header is sent: an app's credentials always win over a stray cookie)."""
+    access = request.app[ACCESS]
+    session = signed_in(request)
+    if session is not None:
+        return session.operator.as_client()
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic":
         client_id, secret = _basic(value)
-        client = await access.clients.authenticate_async(client_id, secret)
+        client = await client_login(request, client_id, secret)
         if client is None:
             raise access.deny(request, 401, "invalid client credentials", client_id=client_id or None)
         return client
@@ -175,13 +201,17 @@ async def oauth_token(request: web.Request) -> web.Response:
         return web.json_response({"error": "unsupported_grant_type", "field": "grant_type"}, status=400)
     if "Authorization" not in request.headers and "client_id" in form:
         client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
-        client = await access.clients.authenticate_async(client_id, secret)
+        client = await client_login(request, client_id, secret)
         if client is None:
             access.deny(request, 401, "invalid client credentials", client_id=client_id or None)  # audited
             return web.json_response({"error": "invalid_client", "error_description": "wrong credentials"}, status=401)
     else:
         try:
             client = await authenticate(request)
+            if signed_in(request) is not None and "Authorization" not in request.headers:
+                raise Denied(401, "client credentials required")  # a console session gets no API token
+        except QuotaExceeded:
+            raise
         except Denied:
             return web.json_response({"error": "invalid_client", "error_description": "wrong credentials"}, status=401)
     token, claims = access.issue_api_token(client, request.remote)
@@ -289,7 +319,8 @@ async def issue_token(request: web.Request) -> web.Response:
     single_use = body.get("single_use", False)
     if not isinstance(single_use, bool):
         raise bad_request("single_use", "true (the token opens one view only) or false")
-    operator = body.get("operator")
+    session = signed_in(request)
+    operator = session.operator.username if session else body.get("operator")  # an operator's token is theirs
     if not isinstance(operator, str) or not 0 < len(operator.strip()) <= 128:
         raise bad_request("operator", "required: who will watch (1-128 characters)")
     ttl = body.get("ttl_s")
@@ -315,7 +346,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     if record.client_id != client.client_id and (incident is None or incident.owner != client.agency):
         raise access.deny(request, 403, "not your token", "only its client or the incident's owner may revoke it",
                           client_id=client.client_id, agency=client.agency, jti=jti)  # fmt: skip
-    ended = await access.revoke_token(jti, client, request.remote)
+    ended = await access.revoke_token(jti, client, request.remote, operator_of(request))
     return web.json_response({"jti": jti, "revoked": True, "views_ended": ended})
 
 

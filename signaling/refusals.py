@@ -60,6 +60,19 @@ class RefusalLimiter:
     def admit(self, remote: str | None, status: int, error: str, now: float | None = None) -> bool:
         """True: write this refusal's record. False: it was counted for the source's next summary."""
         now = time.monotonic() if now is None else now
+        source = self._source(remote, now)
+        if source.tokens >= 1.0:
+            source.tokens -= 1.0
+            return True
+        self._suppress(source, status, error)
+        return False
+
+    def count(self, remote: str | None, status: int, error: str, now: float | None = None) -> None:
+        """Count a refusal for the source's next summary, never as a record of its own (the refusals of a
+        lockout: the lockout itself was recorded once, signaling/logins.py)."""
+        self._suppress(self._source(remote, time.monotonic() if now is None else now), status, error)
+
+    def _source(self, remote: str | None, now: float) -> _Source:
         lim = self.limits
         key = remote or "unknown"
         source = self._sources.get(key)
@@ -71,9 +84,10 @@ class RefusalLimiter:
                 source = self._sources[key] = _Source(lim.burst, now)
         source.tokens = min(lim.burst, source.tokens + (now - source.at) * lim.rate)
         source.at = now
-        if source.tokens >= 1.0:
-            source.tokens -= 1.0
-            return True
+        return source
+
+    @staticmethod
+    def _suppress(source: _Source, status: int, error: str) -> None:
         wall = time.time()
         if source.suppressed == 0:
             source.first = wall
@@ -82,7 +96,6 @@ class RefusalLimiter:
         source.statuses[str(status)] += 1
         kind = error if error in source.errors or len(source.errors) < MAX_KINDS else "other"
         source.errors[kind] += 1
-        return False
 
     def due(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

@@ -91,6 +91,9 @@ def _key_file_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _clients_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mediaserver.cli import operators
+
+    operators.add_commands(commands)  # console accounts: mediaserver/cli/operators.py
     clients = commands.add_parser("clients", help="agency apps and auditors that call the API")
     actions = clients.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="register a client; prints its id and secret once")
@@ -206,6 +209,8 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
         metavar="CIDR,...",
         help="reverse proxies whose X-Forwarded-For/-Proto are believed (default none: the peer address is the client)",
     )
+    p.add_argument("--secure-cookies", action="store_true",
+                   help="mark the console's session cookie Secure even when TLS ends before this server")  # fmt: skip
     p.add_argument("--sessions-per-token", type=int, default=None, help="live views one stream token may hold (64)")
     p.add_argument("--sessions-per-client", type=int, default=None, help="live views one agency client may hold (256)")
     p.add_argument(
@@ -238,6 +243,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
     from mediaserver.cli.serve import ServerSettings, parse_http
     from mediaserver.worker import WorkerSettings
     from signaling.access import AccessSettings
+    from signaling.operators import OperatorSettings
     from signaling.quotas import QuotaSettings
 
     host, port = parse_http(args.http)
@@ -253,7 +259,8 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         extra["allowed_hosts"] = args.allowed_hosts
     caps = {k: v for k, v in (("sessions_per_token", args.sessions_per_token),
                               ("sessions_per_client", args.sessions_per_client)) if v is not None}  # fmt: skip
-    access = AccessSettings(quotas=dataclasses.replace(QuotaSettings(), **caps))
+    access = AccessSettings(quotas=dataclasses.replace(QuotaSettings(), **caps),
+                            operators=OperatorSettings(secure_cookies=args.secure_cookies))  # fmt: skip
     return ServerSettings(
         db=args.db, host=host, port=port, cors_origins=args.cors_origin, worker=worker, workers=args.workers,
         trusted_proxies=args.trusted_proxies, access=access, **extra,  # type: ignore[arg-type]
