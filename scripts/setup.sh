@@ -22,5 +22,9 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -U pip setuptools wheel
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# Exact versions from constraints.txt (scripts/lock_deps.py), for the build environment of the Cython
+# extensions too; pyproject.toml keeps the ranges. Vulnerabilities in them: scripts/audit_deps.sh.
+pip=(.venv/bin/pip install -q --disable-pip-version-check)
+"${pip[@]}" -U pip
+"${pip[@]}" -c constraints.txt setuptools wheel
+"${pip[@]}" -c constraints.txt --build-constraint constraints.txt -e '.[test]'
