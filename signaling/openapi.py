@@ -196,7 +196,8 @@ def document() -> dict[str, Any]:
             "streamToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                             "description": "from POST /api/incidents/{id}/tokens"},
             "session": {"type": "apiKey", "in": "cookie", "name": "gt_session",
-                        "description": "operator sign-in; state-changing calls also need X-CSRF-Token"},
+                        "description": "operator sign-in (`__Host-gt_session` over TLS); state-changing calls "
+                        "also need X-CSRF-Token"},
         }},
     }  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Operators sign in to the console (accounts and sessions: signaling/operators.py).
 
     POST   /api/session      {"username", "password"} -> 201 whoami + Set-Cookie gt_session (HttpOnly,
-                             SameSite=Strict, Path=/, Secure over TLS or with --secure-cookies); 401 wrong,
+                             SameSite=Strict, Path=/; over TLS or with --secure-cookies `__Host-gt_session`,
+                             Secure); 401 wrong,
                              429 + Retry-After while the account or address is locked out (signaling/logins.py)
     GET    /api/session      whoami: operator, agency, role, csrf_token, expires_at; 401 without a live session
     DELETE /api/session      sign out (needs the CSRF token, like every cookie-authenticated change)
@@ -27,6 +28,7 @@ from signaling.logins import guarded
 from signaling.operators import MAX_PASSWORD, SIGNED_IN, Operator, Session
 
 COOKIE = "gt_session"
+SECURE_COOKIE = "__Host-gt_session"  # over TLS: the prefix stops a sibling subdomain from planting one
 SESSION: web.RequestKey[Session] = web.RequestKey("operator_session", Session)
 API_PREFIXES = ("/api/", "/ops/", "/oauth/")  # static files never pay for a session lookup
 
@@ -35,9 +37,13 @@ def signed_in(request: web.Request) -> Session | None:
     return request.get(SESSION)
 
 
+def session_cookie(request: web.Request) -> str | None:
+    return request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE)
+
+
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    cookie = request.cookies.get(COOKIE)
+    cookie = session_cookie(request)
     if not cookie or "Authorization" in request.headers or not request.path.startswith(API_PREFIXES):
         return await handler(request)
     access = request.app[ACCESS]
@@ -101,7 +107,7 @@ async def sign_in(request: web.Request) -> web.Response:
     operator = await guarded(access, request, f"operator:{username}", check, operator=username)
     if operator is None:
         raise access.deny(request, 401, "invalid username or password", operator=username)
-    previous = request.cookies.get(COOKIE)
+    previous = session_cookie(request)
     if previous:
         access.operators.close_session(previous)  # one desk, one session: the earlier sign-in ends here
     cookie, session = access.operators.open_session(operator, request.remote)
@@ -110,7 +116,8 @@ async def sign_in(request: web.Request) -> web.Response:
     )
     response = web.json_response(_doc(access, session), status=201, headers={"Cache-Control": "no-store"})
     secure = request.secure or access.operators.settings.secure_cookies
-    response.set_cookie(COOKIE, cookie, path="/", httponly=True, samesite="Strict", secure=secure)
+    name = SECURE_COOKIE if secure else COOKIE
+    response.set_cookie(name, cookie, path="/", httponly=True, samesite="Strict", secure=secure)
     return response
 
 
@@ -126,9 +133,11 @@ async def sign_out(request: web.Request) -> web.Response:
     session = signed_in(request)
     if session is None:
         raise AccessDenied(401, "not signed in", "POST /api/session")
-    access.operators.close_session(request.cookies[COOKIE])
+    access.operators.close_session(session_cookie(request) or "")
     access.audit.append("operator.signed_out", **_who(session.operator), remote=request.remote,
                         detail={"session": _ref(session)})  # fmt: skip
     response = web.json_response({"signed_out": True})
-    response.del_cookie(COOKIE, path="/")
+    for name in (COOKIE, SECURE_COOKIE):
+        if name in request.cookies:
+            response.del_cookie(name, path="/", secure=name == SECURE_COOKIE)
     return response

@@ -118,6 +118,8 @@ async def test_cookie_is_secure_over_https_from_a_trusted_proxy_and_with_the_opt
         kim(http)
         res = await sign_in(http, **{"X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https"})
         assert res.status == 201 and "Secure" in res.headers["Set-Cookie"]
+        assert res.headers["Set-Cookie"].startswith("__Host-gt_session=")  # Secure, Path=/, no Domain
+        assert "domain" not in res.headers["Set-Cookie"].lower()
         res = await sign_in(http, **{"X-Forwarded-Proto": "https"})  # no X-Forwarded-For: nothing believed
         assert "Secure" not in res.headers["Set-Cookie"]
     finally:
