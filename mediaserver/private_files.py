@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 SIDECARS = ("", "-wal", "-shm", "-journal")
 PRIVATE = 0o600
+# Each COMMIT fsyncs the WAL before it returns: an acknowledged write survives a power cut (signaling/db.py).
+SYNCHRONOUS = "FULL"
 
 
 def is_memory(path: str | Path) -> bool:
@@ -59,10 +61,11 @@ def check_directory(directory: Path) -> None:
 
 
 def connect(path: str | Path, **kwargs: Any) -> sqlite3.Connection:
-    """`sqlite3.connect` in WAL mode with every file it creates private to this user."""
+    """`sqlite3.connect` in WAL mode, synchronous=FULL, with every file it creates private to this user."""
     with private_umask():
         db = sqlite3.connect(str(path), **kwargs)
         db.execute("PRAGMA journal_mode=WAL")  # creates -wal/-shm now, under the umask
+    db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
     restrict(path)
     return db
 

@@ -4,6 +4,13 @@ Every module of the access layer (clients, keys, tokens, incidents, audit) keeps
 takes the connection from here; writes go through `write()` so a chain (the audit log) or a state change
 (key rotation) is read and written in one IMMEDIATE transaction, even with a CLI process writing beside
 the server.
+
+Durability: WAL with synchronous=FULL, so each COMMIT fsyncs the WAL before it returns, and whatever the
+server answered 200/201 for (an incident, a token, the audit record of a view) survives a power cut as well
+as a kill -9. With NORMAL a process crash loses nothing either, but an OS crash or power cut may drop the
+commits since the last checkpoint (the audit anchors checkpoint, so anchored records were safe). FULL costs
+~0.4 ms more per write on the reference machine (benchmarks/results/power-loss-*.md); the access layer
+writes at people's pace, and refusals are rate-limited (signaling/refusals.py).
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
     # the benchmark and tests may drive it from a helper thread, never concurrently.
     # The file and its -wal/-shm are 0600: they hold sealed keys and client hashes (mediaserver/private_files.py).
     db = private_files.connect(path, isolation_level=None, check_same_thread=False)
+    # synchronous=FULL comes with it (private_files.connect): an answered write is on disk, not in the page cache.
     db.execute("PRAGMA busy_timeout=5000")  # a CLI `clients add` may hold the write lock briefly
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
     return db
 
 
