@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers.browser import CHROMIUM, chromium  # noqa: E402  (Debian Chromium with the flags PEERS.md gives)
+from helpers.browser import CHROMIUM, chromium  # noqa: E402  (Debian Chromium with the flags docs/PEERS.md gives)
 
 from mediaserver.simcam import SYSTEM_PYTHON  # noqa: E402
 

@@ -46,7 +46,7 @@ from mediaserver.simcam.clips import ensure_clip
 def peers_available() -> None:
     """Fail early, with the fix, when the external programs are missing."""
     if missing := missing_peers():
-        pytest.fail(f"missing test peers: {', '.join(missing)}; see PEERS.md", pytrace=False)
+        pytest.fail(f"missing test peers: {', '.join(missing)}; see docs/PEERS.md", pytrace=False)
 
 
 @pytest.fixture(scope="session")

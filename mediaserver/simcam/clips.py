@@ -1,4 +1,4 @@
-"""Test clips for the simulated camera, made with the ffmpeg CLI (see PEERS.md for the flags).
+"""Test clips for the simulated camera, made with the ffmpeg CLI (see docs/PEERS.md for the flags).
 
 Importable by the project's Python; needs only `ffmpeg` on PATH.
 """

@@ -68,7 +68,7 @@ def serve_launch(launch: str) -> None:
 
 
 def make_clip(path: Path, codec: str, slices: int) -> Path:
-    """A 4 s 320x240 testsrc clip, 1 s GOP, no B-frames (flags as in PEERS.md)."""
+    """A 4 s 320x240 testsrc clip, 1 s GOP, no B-frames (flags as in docs/PEERS.md)."""
     src = ["-f", "lavfi", "-i", f"testsrc=size={WIDTH}x{HEIGHT}:rate=25", "-t", "4"]
     if codec == "h264":
         enc = ["-c:v", "libx264", "-profile:v", "baseline", "-g", str(GOP), "-keyint_min", str(GOP)]

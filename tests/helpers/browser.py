@@ -1,4 +1,4 @@
-"""Headless Debian Chromium through Playwright, set up as PEERS.md says (no downloads, fresh profile)."""
+"""Headless Debian Chromium through Playwright, set up as docs/PEERS.md says (no downloads, fresh profile)."""
 
 from __future__ import annotations
 
