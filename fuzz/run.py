@@ -1,11 +1,13 @@
-"""Run a fuzz target (fuzz/targets.py) for a number of inputs and report inputs/s.
+"""Run a fuzz target (fuzz/registry.py) for a number of inputs and report inputs/s.
 
     .venv/bin/python fuzz/run.py --target h264 --inputs 100000 [--engine atheris|random] [--seconds 120]
+    .venv/bin/python fuzz/run.py --all --inputs 1000000 --seconds 3600      # every target in turn
 
 Engines: `atheris` (libFuzzer, coverage-guided over the harness's Python; with `--native DIR`, a build of core_ext by
 fuzz/build_native.sh, also over the Cython modules' C, under AddressSanitizer) when it is installed, else `random`
 (seeded mutations of the corpus, no coverage; what tests/core_ext/test_fuzz_short.py uses). Both start from
-`targets.seeds(target)`, the captured camera streams.
+the target's seeds (captured camera streams, SDPs, RTSP responses, incident bodies, real tokens).
+One input taking over --max-input-s (random engine; libFuzzer: -timeout) is a finding, as is an exception.
 A failing input is written to fuzz/crashes/ and the run exits 1; make it a regression test (tests/core_ext).
 """
 
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fuzz import targets  # noqa: E402
+from fuzz.registry import TARGETS  # noqa: E402
 
 CRASHES = ROOT / "fuzz" / "crashes"
 MAX_LEN = 64 * 1024
@@ -66,19 +70,32 @@ def save_crash(name: str, data: bytes) -> Path:
     return path
 
 
+class SlowInput(AssertionError):
+    """One input took longer than the per-input bound (a quadratic or unbounded path)."""
+
+
 def run_random(
-    name: str, inputs: int, seconds: float, seed: int = 0, on_crash: Callable[[str, bytes], object] = save_crash
+    name: str,
+    inputs: int,
+    seconds: float,
+    seed: int = 0,
+    on_crash: Callable[[str, bytes], object] = save_crash,
+    max_input_s: float = 2.0,
 ) -> tuple[int, float]:
-    """(inputs run, CPU seconds). Raises the target's exception after saving the input."""
-    target = targets.TARGETS[name]
-    corpus = targets.seeds(name)
+    """(inputs run, CPU seconds). Raises the target's exception (or SlowInput) after saving the input."""
+    target = TARGETS[name].run
+    corpus = TARGETS[name].seeds()
     rng = random.Random(seed)
     start = time.process_time()
     done = 0
     while done < inputs and time.process_time() - start < seconds:
         data = corpus[done] if done < len(corpus) else mutate(rng.choice(corpus), corpus, rng)
+        began = time.process_time()
         try:
             target(data)
+            took = time.process_time() - began
+            if took > max_input_s:
+                raise SlowInput(f"one input took {took:.2f} s of CPU (bound {max_input_s} s)")
         except BaseException:
             on_crash(name, data)
             raise
@@ -106,7 +123,7 @@ def run_atheris(
     """libFuzzer in a child process (it exits the process when done): (inputs run, CPU seconds, exit code)."""
     work = corpus_dir or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
-    for i, data in enumerate(targets.seeds(name)):
+    for i, data in enumerate(TARGETS[name].seeds()):
         (work / f"seed-{i}").write_bytes(data)
     CRASHES.mkdir(exist_ok=True)
     args = [
@@ -144,11 +161,16 @@ def atheris_child(name: str, args: list[str]) -> None:
     import core_ext
 
     print(f"fuzzing the core_ext in {Path(core_ext.__file__).parent}", file=sys.stderr)
-    sys.modules.pop("fuzz.targets", None)  # imported above uninstrumented: load it again, instrumented
-    with atheris.instrument_imports(include=["fuzz"]):
-        import fuzz.targets as instrumented
+    packages = ["fuzz", *TARGETS[name].instrument]
+    for module in [m for m in sys.modules if m.split(".")[0] == "fuzz" or m.startswith(TARGETS[name].instrument)]:
+        del sys.modules[module]  # imported above uninstrumented: load them again, instrumented
+    with atheris.instrument_imports(include=packages):
+        import fuzz.registry as instrumented
 
-    atheris.Setup([sys.argv[0], *args], instrumented.TARGETS[name])
+        for package in TARGETS[name].instrument:  # those a target imports only when it runs
+            importlib.import_module(package)
+
+    atheris.Setup([sys.argv[0], *args], instrumented.TARGETS[name].run)
     atheris.Fuzz()
 
 
@@ -157,13 +179,16 @@ def main() -> None:
         atheris_child(sys.argv[2], sys.argv[3:])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=sorted(targets.TARGETS), required=True)
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target", choices=sorted(TARGETS))
+    which.add_argument("--all", action="store_true", help="every target in turn, each for --inputs / --seconds")
     ap.add_argument("--inputs", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=120.0, help="stop after this much time")
     ap.add_argument("--engine", choices=["atheris", "random"], default=None)
     ap.add_argument("--corpus", type=Path, default=None, help="atheris: keep the corpus here")
     ap.add_argument("--seed", type=int, default=0, help="random: the mutation seed")
     ap.add_argument("--native", type=Path, default=None, help="atheris: a build from fuzz/build_native.sh")
+    ap.add_argument("--max-input-s", type=float, default=2.0, help="random: CPU seconds one input may take")
     args = ap.parse_args()
     engine = args.engine
     if engine is None:
@@ -173,18 +198,29 @@ def main() -> None:
             engine = "atheris"
         except ImportError:
             engine = "random"
+    names = sorted(TARGETS) if args.all else [args.target]
+    failed = [name for name in names if run_one(name, engine, args)]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (inputs in {CRASHES})", file=sys.stderr)
+    raise SystemExit(1 if failed else 0)
+
+
+def run_one(name: str, engine: str, args: argparse.Namespace) -> int:
+    """Fuzz one target; prints its line of results and returns the exit code (0: no finding)."""
     if engine == "atheris":
-        done, cpu, rc = run_atheris(args.target, args.inputs, args.seconds, args.corpus, args.native)
+        corpus = args.corpus / name if args.corpus and args.all else args.corpus
+        done, cpu, rc = run_atheris(name, args.inputs, args.seconds, corpus, args.native)
     else:
         rc = 0
         try:
-            done, cpu = run_random(args.target, args.inputs, args.seconds, args.seed)
+            done, cpu = run_random(name, args.inputs, args.seconds, args.seed, max_input_s=args.max_input_s)
         except BaseException as exc:
-            print(f"{args.target}: FAILED: {exc!r} (input saved in {CRASHES})", file=sys.stderr)
-            raise SystemExit(1) from None
+            print(f"{name}: FAILED: {exc!r} (input saved in {CRASHES})", file=sys.stderr)
+            return 1
     rate = done / cpu if cpu else 0.0
-    print(f"{args.target} [{engine}]: {done} inputs, {cpu:.1f} s CPU, {rate:.0f} inputs/s, exit {rc}")
-    raise SystemExit(1 if rc else 0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"{name} [{engine}]: {done} inputs, {cpu:.1f} s CPU, {rate:.0f} inputs/s, peak RSS {peak} MB, exit {rc}")
+    return rc
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def rfc3339(ts: float) -> str:
 
 def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
     value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise ValidationError(name, "must be a number")
     if not lo <= value <= hi:
         raise ValidationError(name, f"must be between {lo:g} and {hi:g}")
@@ -170,14 +170,15 @@ def parse_until(value: Any, now: float, latest: float) -> float:
 def _position(value: Any, name: str) -> list[float]:
     if not isinstance(value, list) or len(value) != 2 or not all(_finite(v) for v in value):
         raise ValidationError(name, "a position is [lon, lat] (two numbers)")
-    lon, lat = float(value[0]), float(value[1])
+    lon, lat = value  # compared before float(): float(10**400) raises OverflowError
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise ValidationError(name, f"[lon, lat] out of range: {value}")
-    return [lon, lat]
+    return [float(lon), float(lat)]
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """A JSON number that is not NaN or infinite (an int of any size is finite: math.isfinite would overflow)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
 
 
 def _positions(value: Any, name: str, minimum: int) -> list[list[float]]:
@@ -271,9 +272,18 @@ def parse_photo(value: Any) -> tuple[str, bytes]:
 
 def _text(body: dict[str, Any], name: str, required: bool, limit: int) -> str:
     value = body.get(name, None if required else "")
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit or not _utf8(value):
         raise ValidationError(name, f"{'required: ' if required else ''}a string of at most {limit} characters")
     return value.strip()
+
+
+def _utf8(text: str) -> bool:
+    """JSON may carry lone surrogates ("\\ud800"); SQLite stores UTF-8, and their INSERT would fail (a 500)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unknown(body: Any, allowed: set[str]) -> None:

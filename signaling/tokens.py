@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 import secrets
 import sqlite3
@@ -119,6 +118,8 @@ def _not_a_number(name: str) -> Any:
 def _b64json(segment: str) -> dict[str, Any]:
     """A base64url JSON object, strictly: duplicate keys (which parsers resolve differently) and NaN refused."""
     raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if _canonical(raw) != segment:  # unused trailing bits set: another spelling of the same token
+        raise ValueError("not canonical base64url")
     value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_not_a_number)
     if not isinstance(value, dict):
         raise ValueError("not an object")
@@ -151,22 +152,38 @@ def _signature(segment: str) -> bytes:
     if len(segment) != _SIGNATURE_CHARS:
         raise TokenError("bad signature (not an ES256 signature)")
     raw = base64.urlsafe_b64decode(segment + "==")
+    if _canonical(raw) != segment:
+        raise TokenError("bad signature (not an ES256 signature)")
     r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
     if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
         raise TokenError("bad signature (r or s out of range)")
     return encode_dss_signature(r, s)
 
 
+def _canonical(raw: bytes) -> str:
+    """The one base64url spelling of `raw`: a token verifies in exactly one spelling (fuzz/token_targets.py)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _utf8(text: str) -> bool:
+    """False for a lone surrogate ("\\ud800" in JSON): SQLite binds UTF-8, the issue-record lookup would raise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _number(claims: dict[str, Any], name: str) -> float:
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TokenError(f"invalid claim: {name} must be a number")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -(2**63) < value < 2**63:
+        raise TokenError(f"invalid claim: {name} must be a number")  # NaN, infinities, 10**400 (float() overflows)
     return float(value)
 
 
 def _text(claims: dict[str, Any], name: str, limit: int = 256) -> str:
     value = claims[name]
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not _utf8(value):
         raise TokenError(f"invalid claim: {name} must be a string")
     return value
 

@@ -1,4 +1,5 @@
-"""A small fuzzing budget for CI (fuzz/run.py runs the long ones) and the inputs fuzzing has found, replayed."""
+"""A small fuzzing budget for CI, every target of fuzz/registry.py (fuzz/run.py runs the long ones), and the inputs
+fuzzing has found, replayed (tests/test_fuzz_python.py pins the Python parsers' findings with explicit cases too)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,24 @@ from pathlib import Path
 import pytest
 
 from fuzz import targets
+from fuzz.registry import TARGETS
 from fuzz.run import run_random
 
 FOUND = Path(__file__).with_name("fixtures") / "fuzz"
 
 
-@pytest.mark.parametrize("name", sorted(targets.TARGETS))
+@pytest.mark.parametrize("name", sorted(TARGETS))
 def test_short_fuzz_run(name: str, tmp_path: Path) -> None:
-    """Seeded mutations of the captured streams for ~2 s of CPU per target; a failing input is kept in tmp_path."""
+    """Seeded mutations of each target's seeds for ~2 s of CPU; a failing input is kept in tmp_path."""
     done, _ = run_random(name, 1_000_000, 2.0, seed=13, on_crash=lambda _, data: (tmp_path / "input").write_bytes(data))
-    assert done >= len(targets.seeds(name))
+    assert done >= len(TARGETS[name].seeds())
 
 
 @pytest.mark.parametrize("path", sorted(FOUND.glob("*.bin")), ids=lambda p: p.stem)
 def test_found_inputs_stay_fixed(path: Path) -> None:
     """Each file is an input that once failed (named `<target>-...`): the parameter-set floods were found by
-    fuzz/run.py against the build before issue 15's fix."""
-    targets.TARGETS[path.name.split("-")[0]](path.read_bytes())
+    fuzz/run.py against the build before issue 15's fix, the incident and token_forged ones before issue 13's."""
+    TARGETS[path.name.split("-")[0]].run(path.read_bytes())
 
 
 def test_a_burst_operation_floods_the_store_to_its_cap() -> None:

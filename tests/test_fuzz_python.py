@@ -1,0 +1,109 @@
+"""The Python parsers' fuzz findings (fuzz/registry.py targets), each pinned by an explicit case that failed before
+its fix: huge JSON integers (float() overflows) and lone surrogates (SQLite cannot bind them) in incident bodies
+and in a stolen key's token claims, and a token that verified in more than one spelling."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from helpers.access import until
+
+from signaling.db import connect
+from signaling.incidents import ValidationError, parse_create, parse_geometry
+from signaling.keys import KeyStore
+from signaling.tokens import TokenError, Tokens, TokenSettings
+
+BASE = {"service": "112-video", "basis": "PIPA art. 25", "until": until(),
+        "geometry": {"type": "Point", "coordinates": [126.978, 37.5665]}}  # fmt: skip
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"radius_m": 10**400}, "radius_m"),  # was OverflowError (math.isfinite of an int past float range): a 500
+        ({"nearest": -(10**400)}, "nearest"),
+        ({"geometry": {"type": "Point", "coordinates": [10**400, 37.5]}}, "geometry.coordinates"),
+        ({"basis": "PIPA \ud800"}, "basis"),  # was accepted, then the INSERT failed (UnicodeEncodeError): a 500
+        ({"summary": "\udfff"}, "summary"),
+    ],
+)
+def test_incident_bodies_fuzzing_found_are_refused_by_field(patch: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_create({**BASE, **patch})
+    assert err.value.field == field
+
+
+def test_a_huge_integer_position_is_refused_and_a_big_exact_one_kept() -> None:
+    with pytest.raises(ValidationError):
+        parse_geometry({"type": "LineString", "coordinates": [[0, 0], [10**309, 0]]}, ("LineString",))
+    assert parse_geometry({"type": "Point", "coordinates": [127, 37]}, ("Point",))["coordinates"] == [127.0, 37.0]
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> tuple[Tokens, KeyStore, sqlite3.Connection]:
+    db = connect(tmp_path / "gt.db")
+    keys = KeyStore(db)
+    return Tokens(db, keys, TokenSettings(leeway_s=0)), keys, db
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _respell_last(segment: str) -> str:
+    """The same bytes, the unused low bits of the last character set: another base64url spelling."""
+    spare = (6 - len(segment) * 6 % 8) % 6 if len(segment) % 4 else 0
+    assert spare, "a segment without unused bits"
+    return segment[:-1] + B64URL[B64URL.index(segment[-1]) | (1 << spare) - 1]
+
+
+def test_a_token_verifies_in_one_spelling_only(tokens: tuple[Tokens, KeyStore, sqlite3.Connection]) -> None:
+    """The fuzzer's `token` target: a real token with a segment's trailing bits changed decoded to the same bytes
+    and verified (a second token string for the same grant, past any list of token strings)."""
+    verifier = tokens[0]
+    token, claims = verifier.issue("aud-a", "officer", "gt-1", "police-112", 60)
+    assert verifier.verify(token, "aud-a")["jti"] == claims["jti"]
+    segments = token.split(".")
+    for i in range(3):
+        if len(segments[i]) % 4 == 0:
+            continue  # no unused bits in this segment (its length is a multiple of 4)
+        respelled = segments.copy()
+        respelled[i] = _respell_last(segments[i])
+        assert base64.urlsafe_b64decode(respelled[i] + "==") == base64.urlsafe_b64decode(segments[i] + "==")
+        with pytest.raises(TokenError, match=r"malformed|signature"):
+            verifier.verify(".".join(respelled), "aud-a")
+
+
+def _forge(keys: KeyStore, claims: dict[str, object]) -> str:
+    key = keys.signing_key()
+    signing_input = f"{_b64(json.dumps({'alg': 'ES256', 'kid': key.kid, 'typ': 'at+jwt'}).encode())}."
+    signing_input += _b64(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.private.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"exp": 10**400},  # was OverflowError from math.isfinite: a 500 instead of a 401
+        {"iat": -(10**400)},
+        {"jti": "\ud800"},  # was UnicodeEncodeError from the issue-record lookup
+        {"sub": "officer \udc00"},
+    ],
+)
+def test_a_stolen_keys_hostile_claims_are_a_token_error(
+    tokens: tuple[Tokens, KeyStore, sqlite3.Connection], patch: dict[str, object]
+) -> None:
+    verifier, keys, _ = tokens
+    _, claims = verifier.issue("aud-a", "officer", "gt-1", "police-112", 60)
+    with pytest.raises(TokenError) as err:
+        verifier.verify(_forge(keys, {**claims, **patch}), "aud-a")
+    assert err.value.status == 401
