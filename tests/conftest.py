@@ -16,6 +16,7 @@ Set GOLDENTIME_CLIP_CACHE=DIR to keep clips between sessions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -27,6 +28,7 @@ import pytest
 # Plain `pytest` from a checkout that is not pip-installed: make the project importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from helpers.feed import Unit, feed, make_clip, read_units
 from helpers.peers import (
     Auth,
     AuthCamera,
@@ -39,6 +41,8 @@ from helpers.peers import (
     simcam,
 )
 
+from mediaserver.egress import Egress
+from mediaserver.hub import Hub
 from mediaserver.simcam.clips import ensure_clip
 
 
@@ -150,6 +154,30 @@ async def bad_rtsp(
     yield start
     for server in servers:
         await server.close()
+
+
+# --- in-process cameras: a hub fed from a short clip, for tests of egress and the front without RTSP ------------
+@pytest.fixture(scope="session")
+def clip_units(tmp_path_factory: pytest.TempPathFactory, peers_available: None) -> list[Unit]:
+    """2 s of H.264 640x360, 1 s GOP, as access units."""
+    return read_units(make_clip(tmp_path_factory.mktemp("clip") / "c.h264", seconds=2, gop=25))
+
+
+@pytest.fixture
+async def live_hub(clip_units: list[Unit]) -> AsyncIterator[Hub]:
+    """Camera "cam1", fed in real time from `clip_units` (looping, joined a few frames in)."""
+    hub = Hub("cam1")
+    task = asyncio.create_task(feed(hub, clip_units, start=5))
+    yield hub
+    task.cancel()
+
+
+@pytest.fixture
+async def city_egress(live_hub: Hub) -> AsyncIterator[Egress]:
+    """An Egress on loopback serving `live_hub` as both "cam1" and "cam2" (the incident tests' two cameras)."""
+    egress = Egress({"cam1": live_hub, "cam2": live_hub}.get, ice_hosts=["127.0.0.1"])
+    yield egress
+    await egress.close_all()
 
 
 # --- layers: `pytest -m unit` (seconds), `-m e2e` (real peers: cameras, clips, servers), `-m browser` -------------

@@ -22,12 +22,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers.access import FAST, until
-from helpers.feed import Unit, feed, make_clip, read_units
 
 from mediaserver.cli import main as cli
 from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress, use_ice_hosts
-from mediaserver.hub import Hub
 from signaling.access import ACCESS, Access
 from signaling.app import create_app
 from signaling.incidents import Incident
@@ -41,19 +39,9 @@ BASIS = "PIPA art. 25(1)4: emergency, life and safety"
 Client = TestClient[Any, Any]
 
 
-@pytest.fixture(scope="module")
-def units(tmp_path_factory: pytest.TempPathFactory) -> list[Unit]:
-    return read_units(make_clip(tmp_path_factory.mktemp("clip") / "c.h264", seconds=2, gop=25))
-
-
 @pytest.fixture
-async def egress(units: list[Unit]) -> AsyncIterator[Egress]:
-    hub = Hub("cam")
-    task = asyncio.create_task(feed(hub, units, start=5))
-    egress = Egress({"cam1": hub, "cam2": hub}.get, ice_hosts=["127.0.0.1"])
-    yield egress
-    await egress.close_all()
-    task.cancel()
+def egress(city_egress: Egress) -> Egress:
+    return city_egress
 
 
 class World:

@@ -5,7 +5,6 @@ log, never a 400; every kind a worker sends comes back as the same class, with i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from helpers.access import FAST, auth, grant
-from helpers.feed import Unit, feed, make_clip, read_units
 from helpers.viewers import Viewer
 
 from mediaserver import egress as egress_module
@@ -32,17 +30,9 @@ CAMERAS: list[dict[str, Any]] = [{"id": "cam1", "name": "Gate", "district": "Jun
 SECRET = "s3cret"
 
 
-@pytest.fixture(scope="module")
-def units(tmp_path_factory: pytest.TempPathFactory) -> list[Unit]:
-    return read_units(make_clip(tmp_path_factory.mktemp("clip") / "c.h264", seconds=2, gop=25))
-
-
 @pytest.fixture
-async def hub(units: list[Unit]) -> AsyncIterator[Hub]:
-    hub = Hub("cam1")
-    task = asyncio.create_task(feed(hub, units, start=5))
-    yield hub
-    task.cancel()
+def hub(live_hub: Hub) -> Hub:
+    return live_hub
 
 
 @pytest.fixture

@@ -27,13 +27,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from helpers.access import FAST, agency, incident_around
-from helpers.feed import Unit, feed, make_clip, read_units
 from helpers.viewers import Viewer
 
 from mediaserver.cli import main as cli
 from mediaserver.cluster.worker_client import LocalWorkerClient
 from mediaserver.egress import Egress
-from mediaserver.hub import Hub
 from signaling.access import ACCESS, Access
 from signaling.app import create_app
 from signaling.tokens import P256_ORDER, TokenError
@@ -47,19 +45,9 @@ OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
 HttpClient = TestClient[Any, Any]
 
 
-@pytest.fixture(scope="module")
-def units(tmp_path_factory: pytest.TempPathFactory) -> list[Unit]:
-    return read_units(make_clip(tmp_path_factory.mktemp("clip") / "c.h264", seconds=2, gop=25))
-
-
 @pytest.fixture
-async def egress(units: list[Unit]) -> AsyncIterator[Egress]:
-    hub = Hub("cam")
-    task = asyncio.create_task(feed(hub, units, start=5))
-    egress = Egress({"cam1": hub, "cam2": hub}.get, ice_hosts=["127.0.0.1"])
-    yield egress
-    await egress.close_all()
-    task.cancel()
+def egress(city_egress: Egress) -> Egress:
+    return city_egress
 
 
 @dataclass

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from helpers.access import FAST, auth, grant
-from helpers.feed import Unit, feed, make_clip, read_units
 from helpers.viewers import Viewer
 
 from mediaserver.cluster.worker_client import LocalWorkerClient
@@ -63,17 +62,9 @@ def test_a_guard_counts_udp_candidates_and_ignores_those_past_its_cap() -> None:
     assert guard.room(0) and not guard.room(1)
 
 
-@pytest.fixture(scope="module")
-def units(tmp_path_factory: pytest.TempPathFactory) -> list[Unit]:
-    return read_units(make_clip(tmp_path_factory.mktemp("clip") / "c.h264", seconds=2, gop=25))
-
-
 @pytest.fixture
-async def hub(units: list[Unit]) -> AsyncIterator[Hub]:
-    hub = Hub("cam1")
-    task = asyncio.create_task(feed(hub, units, start=5))
-    yield hub
-    task.cancel()
+def hub(live_hub: Hub) -> Hub:
+    return live_hub
 
 
 class Counter(asyncio.DatagramProtocol):
