@@ -35,13 +35,18 @@ from fuzz.registry import TARGETS  # noqa: E402
 
 CRASHES = ROOT / "fuzz" / "crashes"
 MAX_LEN = 64 * 1024
+# Spliced in whole by mutate(): text a byte-level mutation rarely spells (non-ASCII digits, which str.isdigit()
+# accepts and int() refuses; a number past int()'s 4300-digit limit; separators of the text formats).
+INTERESTING = ("²".encode(), "٣".encode(), "\u00a0".encode(), "\ufeff".encode(), b"9" * 4400, b"-1", b"1e999")
+INTERESTING += (b"\r\n", b"\r\n\r\n", b":", b";", b"=", b"/", b",", b'"', b"\\u", b"\\ud800")
 
 
 def mutate(data: bytes, corpus: list[bytes], rng: random.Random) -> bytes:
-    """One to four of: flip bits, set bytes, insert or delete a run, repeat a slice, splice another input."""
+    """One to four of: flip bits, set bytes, insert or delete a run, repeat a slice, splice another input, insert
+    an INTERESTING piece."""
     buf = bytearray(data)
     for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(6)
+        op = rng.randrange(7)
         pos = rng.randrange(len(buf) + 1)
         if op == 0 and buf:
             i = rng.randrange(len(buf))
@@ -56,6 +61,8 @@ def mutate(data: bytes, corpus: list[bytes], rng: random.Random) -> bytes:
         elif op == 4 and buf:
             piece = buf[pos : pos + rng.randint(1, 32)]
             buf[pos:pos] = piece * rng.randint(1, 8)
+        elif op == 6:
+            buf[pos:pos] = rng.choice(INTERESTING)
         else:
             other = rng.choice(corpus)
             cut = rng.randrange(len(other) + 1)

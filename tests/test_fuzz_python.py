@@ -1,6 +1,8 @@
 """The Python parsers' fuzz findings (fuzz/registry.py targets), each pinned by an explicit case that failed before
 its fix: huge JSON integers (float() overflows) and lone surrogates (SQLite cannot bind them) in incident bodies
-and in a stolen key's token claims, and a token that verified in more than one spelling."""
+and in a stolen key's token claims, a token that verified in more than one spelling, and numbers a camera writes
+in other scripts' digits ("²", "٣": str.isdigit() accepts them, int() refuses or reads them) or past int()'s
+4300-digit limit, which escaped the RTSP and SDP parsers as ValueError."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from helpers.access import until
 
+from mediaserver.rtsp.errors import ErrorKind, RtspError
+from mediaserver.rtsp.message import parse_message, parse_session
+from mediaserver.rtsp.sdp import parse_sdp
 from signaling.db import connect
 from signaling.incidents import ValidationError, parse_create, parse_geometry
 from signaling.keys import KeyStore
@@ -107,3 +112,41 @@ def test_a_stolen_keys_hostile_claims_are_a_token_error(
     with pytest.raises(TokenError) as err:
         verifier.verify(_forge(keys, {**claims, **patch}), "aud-a")
     assert err.value.status == 401
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "RTSP/1.0 200 OK\r\nCSeq: 1\r\nSession: 1234;timeout=²60\r\n\r\n",  # isdigit() but not int(): ValueError
+        "RTSP/1.0 200 OK\r\nCSeq: 1\r\nSession: 1234;timeout=" + "9" * 5000 + "\r\n\r\n",  # past int()'s limit
+    ],
+)
+def test_camera_numbers_in_other_scripts_are_rtsp_errors_or_ignored(raw: str) -> None:
+    response = parse_message(raw.encode())
+    if response is not None:
+        assert parse_session(response.header("session"))[1] == 60  # a timeout we cannot read: the default
+
+
+def test_a_bad_status_code_is_a_malformed_response() -> None:
+    """Was ValueError: str.isdigit() is True for "²"."""
+    with pytest.raises(RtspError) as err:
+        parse_message("RTSP/1.0 ²²² OK\r\nCSeq: 1\r\n\r\n".encode())
+    assert err.value.kind == ErrorKind.MALFORMED_RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("sdp", "clock"),
+    [
+        ("m=video 0 RTP/AVP ²96\r\n", None),  # was ValueError from int()
+        ("m=video 0 RTP/AVP " + "9" * 5000 + "\r\n", None),
+        ("m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/٩٠٠٠٠\r\n", 90000),  # Arabic-Indic digits: the default rate
+        ("m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/" + "9" * 5000 + "\r\n", 90000),
+    ],
+)
+def test_sdp_numbers_in_other_scripts(sdp: str, clock: int | None) -> None:
+    if clock is None:
+        with pytest.raises(RtspError) as err:
+            parse_sdp(sdp)
+        assert err.value.kind == ErrorKind.MALFORMED_SDP
+    else:
+        assert parse_sdp(sdp).video().clock_rate == clock

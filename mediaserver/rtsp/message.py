@@ -46,7 +46,7 @@ def parse_message(raw: bytes) -> Response | None:
     if not start.startswith("RTSP/"):
         return None
     parts = start.split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+    if len(parts) < 2 or not decimal(parts[1]) or len(parts[1]) != 3:
         raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"bad RTSP status line: {start[:80]!r}")
     if len(lines) > MAX_HEADER_LINES:
         raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"{len(lines)} header lines (at most {MAX_HEADER_LINES})")
@@ -66,8 +66,14 @@ def _check_content_length(value: str | None, body_len: int) -> None:
     still be a plain decimal (no sign, no 2**64) matching the body."""
     if value is None:
         return
-    if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) != body_len:
+    if not decimal(value) or int(value) != body_len:
         raise RtspError(ErrorKind.MALFORMED_RESPONSE, f"bad Content-Length {value[:40]!r} for a {body_len}-byte body")
+
+
+def decimal(text: str, digits: int = 18) -> bool:
+    """Plain ASCII digits, at most `digits` of them: str.isdigit() alone accepts "²" and "٣", which int() refuses
+    or reads, and int() refuses more than 4300 digits (a ValueError, not an RtspError)."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
 
 
 def parse_session(value: str) -> tuple[str, int]:
@@ -76,7 +82,7 @@ def parse_session(value: str) -> tuple[str, int]:
     timeout = 60
     for param in params:
         key, _, val = param.partition("=")
-        if key.strip().lower() == "timeout" and val.strip().isdigit():
+        if key.strip().lower() == "timeout" and decimal(val.strip()):
             timeout = max(int(val), 1)
     if not session_id:
         raise RtspError(ErrorKind.MALFORMED_RESPONSE, "empty Session header")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 from mediaserver.rtsp.errors import ErrorKind, RtspError
+from mediaserver.rtsp.message import decimal
 
 CODECS = {"H264": "h264", "H265": "h265", "HEVC": "h265"}
 
@@ -78,7 +79,7 @@ def parse_sdp(text: str) -> SessionDescription:
 
 def _media_line(value: str) -> MediaDescription:
     parts = value.split()
-    if len(parts) < 4 or not parts[3].isdigit():
+    if len(parts) < 4 or not decimal(parts[3], 3):
         raise RtspError(ErrorKind.MALFORMED_SDP, f"bad m= line: {value[:80]!r}")
     return MediaDescription(kind=parts[0], payload_type=int(parts[3]))
 
@@ -95,7 +96,7 @@ def _attribute(sdp: SessionDescription, media: MediaDescription | None, value: s
         if pt.strip() == str(media.payload_type):
             codec, _, clock = encoding.partition("/")
             media.encoding = codec.strip().upper()
-            media.clock_rate = int(clock.split("/")[0]) if clock.split("/")[0].isdigit() else 90000
+            media.clock_rate = int(clock.split("/")[0]) if decimal(clock.split("/")[0], 9) else 90000
     elif media is not None and name == "fmtp":
         pt, _, params = rest.partition(" ")
         if pt.strip() == str(media.payload_type):
