@@ -118,6 +118,7 @@ def test_a_stolen_keys_hostile_claims_are_a_token_error(
     "raw",
     [
         "RTSP/1.0 200 OK\r\nCSeq: 1\r\nSession: 1234;timeout=²60\r\n\r\n",  # isdigit() but not int(): ValueError
+        "RTSP/1.0 200 OK\r\nCSeq: 1\r\nSession: 1234;timeout=\x1f60\r\n\r\n",  # strip() takes \x1f, int() not (atheris)
         "RTSP/1.0 200 OK\r\nCSeq: 1\r\nSession: 1234;timeout=" + "9" * 5000 + "\r\n\r\n",  # past int()'s limit
     ],
 )

@@ -83,7 +83,7 @@ def parse_session(value: str) -> tuple[str, int]:
     for param in params:
         key, _, val = param.partition("=")
         if key.strip().lower() == "timeout" and decimal(val.strip()):
-            timeout = max(int(val), 1)
+            timeout = max(int(val.strip()), 1)  # int() strips less than str.strip() ("\x1f")
     if not session_id:
         raise RtspError(ErrorKind.MALFORMED_RESPONSE, "empty Session header")
     return session_id, timeout
