@@ -2,6 +2,7 @@
 from libc.stdint cimport uint64_t
 
 from core_ext.depacketize cimport AccessUnit
+from core_ext.recorder cimport Recorder
 
 
 cdef double monotonic_c() noexcept nogil
@@ -18,6 +19,8 @@ cdef class GopCache:
     cdef public double last_unit_at     # monotonic seconds
     cdef public double last_keyframe_at
     cdef public bint direct             # the cache is the only consumer: ingest may add here from C
+    cdef public Recorder recorder       # the worker's recording ring (None: not recorded); every unit added goes there
+    cdef public Py_ssize_t record_slot  # this camera's slot in it
 
     cdef int add_c(self, object unit, Py_ssize_t size, bint keyframe, double now) except -1
     cdef bint takes_c(self, AccessUnit unit) noexcept

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from core_ext.recorder import Recorder
+
 def starts_with_parameter_sets(codec: str, data: bytes) -> bool: ...
 
 class GopCache:
@@ -11,6 +13,8 @@ class GopCache:
     last_unit_at: float  # monotonic seconds
     last_keyframe_at: float
     direct: bool  # the cache is the only consumer: the UDP receiver and the TCP demuxer may add units themselves
+    recorder: Recorder | None  # the recording ring every unit added is copied into (None: not recorded)
+    record_slot: int
     def __init__(self, max_bytes: int, max_units: int) -> None: ...
     @property
     def nbytes(self) -> int: ...  # bytes cached

@@ -11,6 +11,7 @@ from libc.stdint cimport uint8_t
 from libc.time cimport timespec
 
 from core_ext.depacketize cimport AccessUnit
+from core_ext.recorder cimport Recorder
 from core_ext.nal cimport H264_SPS, H265_SPS, H265_VPS, after_start_code, is_aud, nal_type
 
 
@@ -57,8 +58,12 @@ cdef class GopCache:
     def add(self, unit, double now):
         """Count a published unit and cache it: a keyframe starts a new GOP; a unit before any keyframe is not
         decodable and is not kept; a GOP past the bounds is cut until the next keyframe."""
-        data = unit.data
-        self.add_c(unit, len(data), bool(unit.keyframe), now)
+        cdef bytes data = unit.data
+        cdef bint keyframe = bool(unit.keyframe)
+        self.add_c(unit, len(data), keyframe, now)
+        if self.recorder is not None:
+            self.recorder.append_c(self.record_slot, <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                                   unit.pts, keyframe)
 
     cdef int add_c(self, object unit, Py_ssize_t size, bint keyframe, double now) except -1:
         self.units += 1
@@ -101,6 +106,9 @@ cdef class GopCache:
                 unit = <AccessUnit>item
                 if not diverted and self.takes_c(unit):
                     self.add_c(unit, len(unit.data), unit.keyframe, now)
+                    if self.recorder is not None:
+                        self.recorder.append_c(self.record_slot, <const uint8_t*>PyBytes_AS_STRING(unit.data),
+                                               PyBytes_GET_SIZE(unit.data), unit.pts, unit.keyframe)
                     continue
                 diverted = True
             out.append(item)
@@ -114,6 +122,8 @@ cdef class GopCache:
         return len(self._units)
 
     def clear(self):
-        """Forget the GOP (the stream broke); the counters stay."""
+        """Forget the GOP (the stream broke); the counters stay, and the recording resumes at a keyframe."""
         self._units = []
         self.nbytes = 0
+        if self.recorder is not None:
+            self.recorder.break_c(self.record_slot)

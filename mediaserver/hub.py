@@ -12,6 +12,7 @@ import time
 from typing import Protocol
 
 from core_ext.gop import GopCache
+from core_ext.recorder import Recorder
 from mediaserver.sink import CatchUp
 
 
@@ -152,6 +153,12 @@ class Hub:
     @property
     def last_keyframe_at(self) -> float:
         return self.cache.last_keyframe_at
+
+    def record_into(self, recorder: Recorder | None, slot: int = 0) -> None:
+        """Every unit entering the cache, by either path (sink.py), is also copied into `recorder`'s batch in C
+        (mediaserver/recording.py writes it); None stops that."""
+        self.cache.recorder = recorder
+        self.cache.record_slot = slot
 
     # --- producer side (ingest) ---
     def publish(self, unit: Unit) -> None:

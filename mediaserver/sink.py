@@ -10,6 +10,9 @@ completes reaches the hub's GOP cache by exactly one of two paths:
    the cache consumes the camera) those add the camera's units to it themselves with `GopCache.take_c`, never
    entering Python. A sink without a C cache (`cache = None`) gets every unit through `put`.
 
+Either way the unit ends in the cache, and a cache with a recorder (`Hub.record_into`, core_ext/recorder.pyx)
+copies it into the recording ring's batch there, in C: recording adds no Python per frame to either path.
+
 Hub -> ingest (`CatchUp`): a camera nobody watches is read in batches a few times a second, so its cache may lag
 by one interval. The hub steers it with two calls, and this is the contract for re-entry: `Hub.gop()` calls
 `catch_up.read_now()` synchronously, which reads the sockets and may call `Hub.put` (or add to the cache in C)

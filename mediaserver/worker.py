@@ -14,6 +14,7 @@ from mediaserver.bridge import StartPolicy
 from mediaserver.egress import Egress
 from mediaserver.hub import Hub
 from mediaserver.ingest import CameraIngest
+from mediaserver.recording import RecordingRing, RecordSettings
 from mediaserver.registry import Camera
 from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.client import Source, Timeouts
@@ -37,6 +38,10 @@ class WorkerSettings:
     first_picture: StartPolicy = "live"  # how a new viewer starts (bridge.py); others only for comparison
     idle_read_interval: float = 0.0  # s between socket reads of a camera nobody watches (0: read at once)
     ingest_substreams: bool = True  # ingest registered sub-streams (always on) for the `low` profile
+    record_dir: str | None = None  # the recording ring's directory (recording.py; None: nothing recorded)
+    record_seconds: float = 120.0  # how far back the ring reaches
+    record_max_bytes: int = 0  # disk cap of all workers' rings together (0: the window at the expected rate)
+    record_workers: int = 1  # how many workers share that cap
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, to hand to a worker process."""
@@ -64,7 +69,7 @@ class Worker:
     wait for a keyframe per tile); a sub-stream costs a fraction of its main stream. `ingest_substreams=False`
     trades that back for capacity (the `low` profile then transcodes)."""
 
-    def __init__(self, settings: WorkerSettings | None = None) -> None:
+    def __init__(self, settings: WorkerSettings | None = None, name: str = "w0") -> None:
         self.settings = settings or WorkerSettings()
         self.cameras: dict[str, Camera] = {}
         self.hubs: dict[str, Hub] = {}
@@ -75,6 +80,7 @@ class Worker:
         self.start_limiter = RateLimiter(self.settings.start_rate)
         interval = self.settings.idle_read_interval
         self.batch = BatchReader(interval) if interval > 0 else None  # one for all this worker's cameras
+        self.recording = _recording_ring(self.settings, name)
         networks = self.settings.viewer_networks
         self.egress = Egress(
             self.hubs.get, self.settings.ice_hosts, self.settings.first_picture, substream_lookup=self.sub_hubs.get,
@@ -90,6 +96,7 @@ class Worker:
         self.hubs[camera.id] = hub
         self.ingests[camera.id] = self._ingest(hub, camera.url, camera)
         self._start_substream(camera)
+        self._record(camera.id)
 
     async def put_camera(self, camera: Camera) -> str:
         """Add a camera or apply its registry change: "added", "restarted" (the main stream's URL or
@@ -106,6 +113,7 @@ class Worker:
         if _sub_source(old) != _sub_source(camera):
             await self._stop_substream(camera.id)
             self._start_substream(camera)
+            self._record(camera.id)
             outcome = "substream"
         if _main_source(old) != _main_source(camera):
             hub = self.hubs[camera.id]
@@ -113,6 +121,19 @@ class Worker:
             self.ingests[camera.id] = self._ingest(hub, camera.url, camera)
             outcome = "restarted"
         return outcome
+
+    def _record(self, camera_id: str) -> None:
+        """The ring records a camera's sub-stream, or its main stream where it has none, under the camera's id."""
+        if self.recording is None:
+            return
+        slot = self.recording.camera(camera_id)
+        sub, main = self.sub_hubs.get(camera_id), self.hubs[camera_id]
+        main.record_into(None if sub is not None else self.recording.ring, slot)
+        if sub is not None:
+            sub.record_into(self.recording.ring, slot)
+
+    def recording_stats(self) -> dict[str, object] | None:
+        return None if self.recording is None else self.recording.stats()
 
     def _ingest(self, hub: Hub, url: str, camera: Camera) -> CameraIngest:
         source = Source.of_camera(url, camera.username, camera.password, self.settings.transport)
@@ -168,3 +189,12 @@ class Worker:
         await asyncio.gather(*(self.remove_camera(cid) for cid in list(self.ingests)))
         if self.batch is not None:
             await self.batch.close()
+        if self.recording is not None:
+            await asyncio.to_thread(self.recording.close)
+
+
+def _recording_ring(settings: WorkerSettings, name: str) -> RecordingRing | None:
+    if settings.record_dir is None or settings.record_seconds <= 0:
+        return None
+    share = settings.record_max_bytes // max(settings.record_workers, 1)
+    return RecordingRing(RecordSettings(settings.record_dir, settings.record_seconds, share), name)

@@ -220,6 +220,20 @@ def _server_options(p: argparse.ArgumentParser, db_default: str = "goldentime.db
         help="how a new viewer starts: live (a fresh IDR of the newest frame; default); gop (replay the cached "
         "GOP) and keyframe (wait for the camera's next one) exist for comparison benchmarks",
     )
+    p.add_argument(
+        "--record-dir",
+        default=None,
+        help="keep a recording ring of every camera here (one directory per worker; default: none)",
+    )
+    p.add_argument(
+        "--record-seconds",
+        type=float,
+        default=120.0,
+        help="how far back the ring reaches, seconds (default %(default)s)",
+    )
+    p.add_argument("--record-max-bytes", type=int, default=0,
+                   help="disk cap of the ring, all workers together (default: the window at 500 kbps per camera; "
+                   "the server refuses to start when the cap or the disk can't hold the window)")  # fmt: skip
 
 
 def _csv(value: str) -> list[str]:
@@ -253,6 +267,10 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         viewer_networks=args.viewer_networks,
         first_picture=args.first_picture,
         idle_read_interval=args.idle_read_ms / 1000,
+        record_dir=args.record_dir,
+        record_seconds=args.record_seconds,
+        record_max_bytes=args.record_max_bytes,
+        record_workers=max(args.workers, 1),
     )
     extra: dict[str, object] = {"metrics_allow": args.metrics_allow} if args.metrics_allow else {}
     if args.allowed_hosts:
@@ -277,9 +295,26 @@ def _serve(args: argparse.Namespace) -> int:
     from mediaserver.cli.serve import serve_forever
 
     settings = _settings(args)
+    if args.record_dir is not None and not _recording_fits(args):
+        return 2
     print(f"Goldentime console: http://{settings.host}:{settings.port}/", flush=True)
     _run(serve_forever(settings))
     return 0
+
+
+def _recording_fits(args: argparse.Namespace) -> bool:
+    """The start-up check: the cap and the disk hold the window for the registry's cameras at the expected rate."""
+    from mediaserver.recording import RecordingError, check_capacity
+
+    registry = Registry(args.db)
+    cameras = registry.count()
+    registry.close()
+    try:
+        check_capacity(args.record_dir, args.record_max_bytes, args.record_seconds, cameras)
+    except RecordingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _demo(args: argparse.Namespace) -> int:

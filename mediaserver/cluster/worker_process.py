@@ -52,7 +52,7 @@ def load_cameras(worker: Worker, registry: Registry, index: int, count: int) -> 
 
 async def run(index: int, count: int, db: str, settings: WorkerSettings, secret: str) -> None:
     name = worker_name(index)
-    worker = Worker(settings)
+    worker = Worker(settings, name)  # the name picks its recording ring: a restart recovers its own
     registry = Registry(db)  # kept open: deltas name cameras by id, their rows are read here
     taken = load_cameras(worker, registry, index, count)
     runner = web.AppRunner(create_rpc_app(worker, secret, name, registry.get_many), access_log=None)
