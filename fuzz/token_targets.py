@@ -128,7 +128,8 @@ def _bound(claims: dict[str, Any]) -> tuple[Any, ...]:
     """What the issue record binds (Tokens._check_issued): the rest of a stolen key's token is the attacker's."""
     context = claims.get("incident")
     incident = context.get("id") if isinstance(context, dict) else None
-    return (*(claims[k] for k in ("aud", "client_id", "sub", "iat", "exp", "jti")), incident)
+    single_use = claims.get("single_use") is True  # what Access reads to consume a use
+    return (*(claims[k] for k in ("aud", "client_id", "sub", "iat", "exp", "jti")), incident, single_use)
 
 
 def token_seeds() -> list[bytes]:

@@ -308,9 +308,11 @@ class Tokens:
             _text(claims, name)
 
     def _check_issued(self, claims: dict[str, Any], audience: str) -> None:
-        """The jti was issued by us, with these claims (a stolen key cannot stretch or move a real token)."""
+        """The jti was issued by us, with these claims (a stolen key cannot stretch or move a real token, nor strip
+        its single use: Access consumes a use only when the claim says so)."""
         row = self.db.execute(
-            "SELECT audience, client_id, subject, issued_at, exp, incident_id, revoked_at FROM tokens WHERE jti=?",
+            "SELECT audience, client_id, subject, issued_at, exp, incident_id, revoked_at, single_use FROM tokens "
+            "WHERE jti=?",
             (claims["jti"],),
         ).fetchone()
         if row is None:
@@ -318,7 +320,7 @@ class Tokens:
         context = claims.get("incident")
         incident = context.get("id") if isinstance(context, dict) else None
         issued = (audience, claims["client_id"], claims["sub"], claims["iat"], claims["exp"], incident)
-        if row[:6] != issued:
+        if row[:6] != issued or (claims.get("single_use") is True) != bool(row[7]):
             raise TokenError("token does not match its issue record")
         if row[6] is not None:
             raise TokenError("token revoked")

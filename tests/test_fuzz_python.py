@@ -151,3 +151,16 @@ def test_sdp_numbers_in_other_scripts(sdp: str, clock: int | None) -> None:
         assert err.value.kind == ErrorKind.MALFORMED_SDP
     else:
         assert parse_sdp(sdp).video().clock_rate == clock
+
+
+def test_a_stolen_key_cannot_strip_a_tokens_single_use(tokens: tuple[Tokens, KeyStore, sqlite3.Connection]) -> None:
+    """Access consumes a use only when the claim says single_use: true; a forger dropping it replayed the view. The
+    verifier now holds the claim to the issue record (either way)."""
+    verifier, keys, _ = tokens
+    _, claims = verifier.issue("aud-a", "officer", "gt-1", "police-112", 60, single_use=True)
+    assert verifier.verify(_forge(keys, claims), "aud-a")["single_use"] is True  # the key signs what we issued
+    with pytest.raises(TokenError, match="issue record"):
+        verifier.verify(_forge(keys, {k: v for k, v in claims.items() if k != "single_use"}), "aud-a")
+    _, plain = verifier.issue("aud-a", "officer", "gt-1", "police-112", 60)
+    with pytest.raises(TokenError, match="issue record"):
+        verifier.verify(_forge(keys, {**plain, "single_use": True}), "aud-a")
