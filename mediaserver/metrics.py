@@ -85,6 +85,7 @@ def sample_worker(worker: Worker | None, name: str, cameras: Iterable[str] = ())
         gop_age=_age_summary(ages),
         viewers=len(worker.egress.sessions) if worker is not None else 0,
         per_camera={cid: status for cid in cameras if worker is not None and (status := worker.status(cid))},
+        recording=worker.recording_stats() if worker is not None else None,
     )
     return sample
 
@@ -149,6 +150,7 @@ def render(samples: list[Sample], front: Sample | None = None, workers: Sequence
     _node_gauges(out, samples, sum(int(w.get("cameras") or 0) for w in silent))
     _worker_counters(out, samples)
     _gop_age(out, samples)
+    _recording(out, samples)
     processes = [*samples, *([front] if front else []), *(w for w in silent if "cpu_seconds" in w)]
     out.family("goldentime_worker_cpu_seconds_total", "counter", "CPU time (user+system) of each process.",
                [({"worker": _name(p)}, p["cpu_seconds"]) for p in processes])  # fmt: skip
@@ -220,6 +222,23 @@ def _gop_age(out: Exposition, samples: list[Sample]) -> None:
                [({}, max((s["gop_age"]["max"] for s in samples), default=0.0))])  # fmt: skip
     out.family("goldentime_gop_cache_age_seconds_avg", "gauge", "Mean age of the cached GOPs.",
                [({}, total / count if count else 0.0)])  # fmt: skip
+
+
+def _recording(out: Exposition, samples: list[Sample]) -> None:
+    """The recording ring of each worker that has one (mediaserver/recording.py); up 0 means a write failed."""
+    rings = [(s["worker"], s["recording"]) for s in samples if s.get("recording")]
+    if not rings:
+        return
+    out.family("goldentime_recording_up", "gauge", "1 while the worker's ring records, 0 once a write failed.",
+               [({"worker": w}, float(r["state"] == "recording")) for w, r in rings])  # fmt: skip
+    for key, name, kind in (
+        ("units", "goldentime_recording_units_total", "counter"),
+        ("bytes_written", "goldentime_recording_written_bytes_total", "counter"),
+        ("dropped", "goldentime_recording_dropped_total", "counter"),
+        ("disk_bytes", "goldentime_recording_disk_bytes", "gauge"),
+        ("index_bytes", "goldentime_recording_index_bytes", "gauge"),
+    ):
+        out.family(name, kind, f"Recording ring: {key}.", [({"worker": w}, r[key]) for w, r in rings])
 
 
 def _per_camera(out: Exposition, samples: list[Sample]) -> None:

@@ -52,7 +52,7 @@ async def test_watched_camera_reads_back_byte_identical_by_wall_time(h264_camera
                 seen.append(unit)
         ring = worker.recording
         assert ring is not None
-        await wait_for(lambda: ring.ring.count(ring.ring.slot("cam-1")) >= 60, 3.0)  # written within ~1 s
+        await wait_for(lambda: ring.ring.count(ring.camera("cam-1")) >= 60, 3.0)  # written within ~1 s
         span = ring.range("cam-1")
         assert span is not None and span[0] <= span[1] <= time.time()
         frames = ring.frames("cam-1", span[0])
@@ -197,6 +197,7 @@ def test_a_torn_last_record_is_cut(tmp_path: Path) -> None:
 
 FULL_DISK = """
 import asyncio, json, resource, sys, time
+from mediaserver.metrics import render, sample_worker
 from mediaserver.registry import make_camera
 from mediaserver.rtsp.client import Timeouts
 from mediaserver.worker import Worker, WorkerSettings
@@ -213,7 +214,9 @@ async def main():
         await asyncio.sleep(0.1)
     at_stop = hub.units
     await asyncio.sleep(1.5)
-    print(json.dumps({"state": worker.recording.state, "at_stop": at_stop, "after": hub.units,
+    text = render([sample_worker(worker, "w0")])
+    up = next(line for line in text.splitlines() if line.startswith("goldentime_recording_up"))
+    print(json.dumps({"state": worker.recording.state, "at_stop": at_stop, "after": hub.units, "up": up,
                       "ingest": worker.ingests["cam-1"].state.value, **worker.recording.stats()}))
     await worker.stop()
 
@@ -231,6 +234,7 @@ def test_a_write_error_stops_recording_not_ingest(h264_camera: str, tmp_path: Pa
     )  # fmt: skip
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
     assert result["state"].startswith("stopped: EFBIG"), result
+    assert result["up"] == 'goldentime_recording_up{worker="w0"} 0'  # the metric an alert fires on
     assert b"recording stopped" in out.stderr
     assert result["after"] > result["at_stop"] + 20 and result["ingest"] == "streaming"  # ~1.5 s more video
     assert result["dropped"] > 0 and result["bytes_written"] <= limit
