@@ -46,7 +46,7 @@ class AdmissionSettings:
     interval_s: float = 0.05  # lag probe period
     window_s: float = 1.0  # CPU and drop rates are measured over this window
     smoothing: float = 0.2  # EWMA weight of a new sample (lag per probe, CPU and drops per window)
-    join_concurrency: int = 4  # joins set up at once (offer to answer)
+    join_concurrency: int = 16  # joins set up at once (offer to answer): bounds their work per loop turn
     join_queue: int = 1024  # joins waiting for their turn, at most
     join_deadline_s: float = 2.0  # a join not started within this (queue + lag/CPU wait) is refused
 
