@@ -106,9 +106,12 @@ async def test_monitor_measures_loop_lag() -> None:
 
 async def test_monitor_measures_process_cpu_and_drops() -> None:
     drops = [0]
-    settings = AdmissionSettings(max_loop_lag_ms=1e9, interval_s=0.01, window_s=0.1, smoothing=0.5)
+    # max_cpu well under a full core: on a shared machine a busy thread still gets only part of one
+    settings = AdmissionSettings(max_loop_lag_ms=1e9, max_cpu=0.3, interval_s=0.01, window_s=0.1, smoothing=0.5)
     monitor = LoadMonitor(settings, lambda: drops[0])
     monitor.start()
+    await asyncio.sleep(0.3)
+    assert monitor.check(0) is None, monitor.cpu  # an idle loop stays under it
     end = time.monotonic() + 0.6
     while time.monotonic() < end:  # the loop itself is busy (short slices: it still turns)
         slice_end = time.monotonic() + 0.02
