@@ -31,6 +31,7 @@ from mediaserver.transcode import PROFILES
 from signaling import snapshot_api
 from signaling.access import ACCESS
 from signaling.edge import bearer, caller
+from signaling.json_body import read_body as read_whole
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def read_body(request: web.Request, content_type: str) -> str:
         )
     if (request.content_length or 0) > MAX_BODY:
         raise _too_large()
-    body = await request.content.read(MAX_BODY + 1)
+    body = await read_whole(request, MAX_BODY)  # to its end, however TCP splits it (read(n) is what has come)
     if len(body) > MAX_BODY:
         raise _too_large()
     return body.decode("utf-8", errors="replace")

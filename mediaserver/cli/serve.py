@@ -30,6 +30,7 @@ from mediaserver.worker import Worker, WorkerSettings
 from signaling.access import ACCESS, AccessSettings
 from signaling.app import create_app
 from signaling.edge import LOOPBACK_HOSTS, EdgeSettings
+from signaling.http_limits import HttpLimits, body_deadline
 from signaling.ops_api import OpsSettings
 
 log = logging.getLogger("goldentime.server")
@@ -51,6 +52,7 @@ class ServerSettings:
     allowed_hosts: list[str] | None = None  # Host values answered (None: default_hosts(host, port))
     trusted_proxies: list[str] = field(default_factory=list)  # CIDRs whose X-Forwarded-For is believed
     access: AccessSettings = field(default_factory=AccessSettings)
+    http: HttpLimits = field(default_factory=HttpLimits)  # slow and oversized requests (signaling/http_limits.py)
 
 
 def default_hosts(host: str, port: int) -> list[str]:
@@ -130,7 +132,8 @@ async def start(settings: ServerSettings) -> Front:
     sync.sinks.append(ops)
     sync.listeners.append(app[ACCESS].refresh_cameras)  # a new camera is in an incident's scope at once
     sync.start()
-    front.runner = web.AppRunner(app, access_log=None)
+    app.middlewares.insert(0, body_deadline(settings.http))  # outermost: sees the answer the client gets
+    front.runner = web.AppRunner(app, access_log=None, **settings.http.runner_options())
     await front.runner.setup()
     await web.TCPSite(front.runner, settings.host, settings.port).start()
     log.info("serving %d cameras at http://%s:%d/ with %d worker(s)", len(cameras), settings.host, front.port,
