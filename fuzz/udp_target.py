@@ -19,7 +19,8 @@ from core_ext.depacketize import H264Depacketizer, H265Depacketizer
 from core_ext.udprecv import UdpReceiver
 from fuzz.targets import AU_CAPS, Reader, check_depacketizer_state, check_unit, fixture_packets
 
-DRAIN_EVERY = 16  # datagrams between drains: at most 16 x 64 KiB queued, under the 4 MiB receive buffer
+DRAIN_EVERY = 16  # datagrams between drains, and at most DRAIN_BYTES queued: under the receive buffer even where
+DRAIN_BYTES = 64 * 1024  # net.core.rmem_max caps SO_RCVBUF at its default (~208 KiB, counted with overhead)
 MAX_DATAGRAMS = 4096
 SSRC = 0x11223344
 
@@ -88,12 +89,14 @@ def udp_datagrams(data: bytes) -> None:
     if pinned:
         receiver.pin(s.camera.getsockname()[1], SSRC)
     camera_port = s.camera.getsockname()[1]
-    sent = 0
-    for i, (neighbour, gram) in enumerate(grams):
+    sent = queued = 0
+    for neighbour, gram in grams:
+        if sent % DRAIN_EVERY == 0 or queued + len(gram) > DRAIN_BYTES:
+            _drain(receiver, max_au_size, dep.codec)
+            queued = 0
         (s.neighbour if neighbour else s.camera).sendto(gram, s.address)
         sent += 1
-        if i % DRAIN_EVERY == DRAIN_EVERY - 1:
-            _drain(receiver, max_au_size, dep.codec)
+        queued += len(gram)
     _drain(receiver, max_au_size, dep.codec)
     counted = receiver.datagrams + receiver.foreign + receiver.foreign_ssrc + receiver.oversized
     assert counted == sent, (receiver.as_dict(), sent)
