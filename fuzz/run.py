@@ -37,8 +37,8 @@ CRASHES = ROOT / "fuzz" / "crashes"
 MAX_LEN = 64 * 1024
 # Spliced in whole by mutate(): text a byte-level mutation rarely spells (non-ASCII digits, which str.isdigit()
 # accepts and int() refuses; a number past int()'s 4300-digit limit; separators of the text formats).
-INTERESTING = ("²".encode(), "٣".encode(), "\u00a0".encode(), "\ufeff".encode(), b"9" * 4400, b"-1", b"1e999")
-INTERESTING += (b"\r\n", b"\r\n\r\n", b":", b";", b"=", b"/", b",", b'"', b"\\u", b"\\ud800")
+INTERESTING: tuple[bytes, ...] = ("²".encode(), "٣".encode(), "\u00a0".encode(), "\ufeff".encode(), b"9" * 4400)
+INTERESTING += (b"-1", b"1e999", b"\r\n", b"\r\n\r\n", b":", b";", b"=", b"/", b",", b'"', b"\\u", b"\\ud800")
 
 
 def mutate(data: bytes, corpus: list[bytes], rng: random.Random) -> bytes:
