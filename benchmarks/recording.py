@@ -11,6 +11,10 @@ until every camera streams, then measures over --window seconds:
   bytes received (goldentime_bytes_total) vs bytes the ring wrote (goldentime_recording_written_bytes_total) and
   bytes the server's processes sent to the block layer (/proc/PID/io write_bytes), units the ring dropped, and
   the ring's index RAM per camera at the end.
+`--micro`: the ring alone in this process (no farm, no server): N cameras' units (15 fps, 3,750 bytes: 0.45 Mbps)
+appended as the receivers' C path does, at the cameras' pace, for --window seconds; process CPU (the appends and
+the writer thread) with the ring against the same loop without it. Less exposed to a busy machine than the farm
+runs (CPU time, not wall time), but it leaves out ingest itself.
 Writes benchmarks/results/recording-<date>.md.
 """
 
@@ -69,8 +73,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-timeout", type=float, default=0.0)
     p.add_argument("--settle-extra", type=float, default=3.0)
     p.add_argument("--only", choices=("both", "on", "off"), default="both")
+    p.add_argument("--micro", action="store_true", help="the ring alone, in this process (see above)")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
+
+
+def micro(n: int, seconds: float, ring_on: bool, directory: Path, fps: int = 15, size: int = 3750) -> dict[str, float]:
+    """CPU % of one core for n cameras' appends (and the ring's writer thread) over `seconds`."""
+    from mediaserver.recording import RecordingRing, RecordSettings
+
+    ring = RecordingRing(RecordSettings(str(directory), window_s=30)) if ring_on else None
+    slots = [ring.camera(f"cam{i}") for i in range(n)] if ring else list(range(n))
+    data = os.urandom(size)
+    append = ring.ring.append if ring else (lambda slot, data, pts, key: None)
+    t0 = time.monotonic()
+    cpu0 = time.process_time()
+    tick = 0
+    while (now := time.monotonic()) - t0 < seconds:
+        for slot in slots:
+            append(slot, data, tick * 6000, tick % 30 == 0)
+        tick += 1
+        time.sleep(max(0.0, t0 + tick / fps - time.monotonic()))
+    elapsed = now - t0
+    stats = ring.stats() if ring else {}
+    cpu = 100 * (time.process_time() - cpu0) / elapsed
+    if ring:
+        ring.close()
+    return {"cameras": n, "ring": ring_on, "cpu": round(cpu, 1), "units": stats.get("units", 0),
+            "dropped": stats.get("dropped", 0), "written": stats.get("bytes_written", 0),
+            "in": stats.get("bytes_in", 0), "index_bytes": stats.get("index_bytes", 0)}  # fmt: skip
+
+
+def main_micro(args: argparse.Namespace, argv: list[str]) -> None:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recording-micro-", dir=os.environ.get("RECORD_BENCH_DIR")) as tmp:
+        for n in (int(c) for c in args.cameras.split(",")):
+            for on in (False, True):
+                rows.append(micro(n, args.window, on, Path(tmp) / f"{n}-{on}"))
+                print(json.dumps(rows[-1]), flush=True)
+    lines = ["# Recording ring alone (no farm, no server)", "",
+             f"- machine: {machine()}; load average at start: {load} (shared with other work)",
+             f"- command: `.venv/bin/python benchmarks/recording.py {' '.join(argv)}`", "",
+             "| cameras | ring | process CPU % of one core | units | dropped | written / appended bytes |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        ratio = f"{r['written'] / r['in']:.4f}" if r["in"] else "-"
+        lines.append(f"| {r['cameras']} | {'on' if r['ring'] else 'off'} | {r['cpu']} | {r['units']} | "
+                     f"{r['dropped']} | {ratio} |")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"recording-micro-{datetime.now().strftime('%Y-%m-%d-%H%M')}.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
 
 
 def _metrics(base: str) -> dict[str, float]:
@@ -140,6 +194,8 @@ def run(n: int, recording: bool, farm: RunningFarm, csv_path: Path, workdir: Pat
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.micro:
+        return main_micro(args, argv if argv is not None else sys.argv[1:])
     counts = [int(c) for c in args.cameras.split(",")]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     runs: list[Run] = []
