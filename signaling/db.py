@@ -9,8 +9,8 @@ Durability: WAL with synchronous=FULL, so each COMMIT fsyncs the WAL before it r
 server answered 200/201 for (an incident, a token, the audit record of a view) survives a power cut as well
 as a kill -9. With NORMAL a process crash loses nothing either, but an OS crash or power cut may drop the
 commits since the last checkpoint (the audit anchors checkpoint, so anchored records were safe). FULL costs
-~0.4 ms more per write on the reference machine (benchmarks/results/power-loss-*.md); the access layer
-writes at people's pace, and refusals are rate-limited (signaling/refusals.py).
+0.4-2.6 ms more per audit record on the reference machine, by disk load (benchmarks/results/power-loss-*.md);
+the access layer writes at people's pace, and refusals are rate-limited (signaling/refusals.py).
 """
 
 from __future__ import annotations
