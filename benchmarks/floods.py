@@ -14,7 +14,8 @@ token and with many tokens of one agency, garbage datagrams and malformed STUN/D
 port, a camera streaming 100 Mbit/s of `$`-framed garbage and one answering RTSP a byte a second (both on
 the viewer's worker), and 10,000 unauthenticated requests with the audit's growth.
 
-Prints one JSON line per attack (`ATTACK {...}`); writes benchmarks/results/floods-<date>.md.
+Prints one JSON line per attack (`ATTACK {...}`); writes benchmarks/results/floods-<date>-<time>.md, or with
+`--append` adds the run to floods-<date>.md (so that a day's short runs make one file).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=8.0, help="each attack's duration")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--append", action="store_true", help="add this run to today's floods-<date>.md (runs kept short)")
     return p.parse_args(argv)
 
 
@@ -74,21 +76,22 @@ def fmt_windows(row: dict[str, Any]) -> list[str]:
     return out
 
 
-def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: str) -> str:
-    lines = [f"# Floods and slow peers, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {machine()}; load average before the run {load}. Command: `{' '.join(sys.argv)}`.", "",
-             "`mediaserver serve --workers 2` (127.0.0.1), one 25 fps H.264 camera on worker 0, one aiortc viewer "
-             "decoding it by WHEP, /healthz probed on a fresh connection every 100 ms. Each attack: 3 s before, "
-             f"{args.seconds:g} s of attack, 3 s after.", "",
-             "| attack | phase | s | viewer fps min / mean | longest frame gap ms | /healthz p95 ms "
-             "| RSS MiB (all processes) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: str, header: bool = True) -> str:
+    lines = [f"# Floods and slow peers, {datetime.now(UTC):%Y-%m-%d}", "",
+             f"Machine: {machine()}. `mediaserver serve --workers 2` (127.0.0.1), one 25 fps H.264 camera on "
+             "worker 0, one aiortc viewer decoding it by WHEP, /healthz probed on a fresh connection every 100 ms. "
+             "Each attack: 3 s before, the attack, 3 s after; fps per whole second.", ""] if header else []  # fmt: skip
+    lines += [f"## Run at {datetime.now(UTC):%H:%M} UTC, load average before it {load}", "",
+              f"Command: `{' '.join(sys.argv)}`.", "",
+              "| attack | phase | s | viewer fps min / mean | longest frame gap ms | /healthz p95 ms "
+              "| RSS MiB (all processes) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for row in rows:
         lines += fmt_windows(row)
-    lines += ["", "## What each attack did and got", ""]
+    lines += ["", "What each attack did and got:", ""]
     for row in rows:
         lines += [f"- **{row['attack']}**: `{json.dumps(row['result'])}`"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,12 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="floods-") as tmp:
         rows = asyncio.run(run(args, Path(tmp)))
-    text = report(rows, args, load)
+    path = args.out / (f"floods-{datetime.now(UTC):%Y-%m-%d}.md" if args.append else
+                       f"floods-{datetime.now(UTC):%Y-%m-%d-%H%M}.md")  # fmt: skip
+    text = report(rows, args, load, header=not (args.append and path.exists()))
     print(text)
     if not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"floods-{datetime.now(UTC):%Y-%m-%d-%H%M}.md"
-        path.write_text(text)
+        with path.open("a") as f:
+            f.write(text)
         print(f"wrote {path}")
 
 

@@ -32,7 +32,7 @@ async def baseline(t: Target, seconds: float) -> dict[str, Any]:
 # --- the HTTP front --------------------------------------------------------------------------------------
 
 
-async def slowloris(t: Target, seconds: float, connections: int = 200, every: float = 1.0) -> dict[str, Any]:
+async def slowloris(t: Target, seconds: float, connections: int = 1000, every: float = 1.0) -> dict[str, Any]:
     """`connections` requests whose headers come one byte every `every` s: how long the server holds them."""
     start = time.monotonic()
     closed: list[float] = []
@@ -155,7 +155,7 @@ async def oversized(t: Target, seconds: float, rounds: int = 0) -> dict[str, Any
     n = 0
     while time.monotonic() < deadline and (not rounds or n < rounds):
         for name, (head, body) in cases.items():
-            status, closed, took = await raw_request(t.port, head, body)
+            status, closed, took = await raw_request(t.port, head, body, timeout=15)
             row = out[name]
             row["status"][str(status)] += 1
             row["closed"] += closed

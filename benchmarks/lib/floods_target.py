@@ -147,6 +147,8 @@ class Target:
         window.fps = [
             float(sum(1 for t in frames if window.start + s <= t < window.start + s + 1)) for s in range(whole)
         ]
+        if not whole and now > window.start:  # shorter than a second: its rate
+            window.fps = [len(frames) / (now - window.start)]
         gaps = [b - a for a, b in itertools.pairwise(frames)]
         window.max_gap_ms = 1000 * max(gaps, default=now - window.start)
         window.rss_mib = self.rss_mib()
