@@ -43,3 +43,13 @@ def write(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def is_utf8(text: str) -> bool:
+    """False for text with a lone surrogate ("\\ud800" is valid JSON): SQLite binds UTF-8, so storing or looking
+    it up would raise (a 500) instead of a clear refusal."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

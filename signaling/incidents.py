@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from signaling.db import write
+from signaling.db import is_utf8, write
 from signaling.scope import CameraIndex, Hit, ScopeIndex, footprint
 
 SCHEMA = """
@@ -272,18 +272,9 @@ def parse_photo(value: Any) -> tuple[str, bytes]:
 
 def _text(body: dict[str, Any], name: str, required: bool, limit: int) -> str:
     value = body.get(name, None if required else "")
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit or not _utf8(value):
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit or not is_utf8(value):
         raise ValidationError(name, f"{'required: ' if required else ''}a string of at most {limit} characters")
     return value.strip()
-
-
-def _utf8(text: str) -> bool:
-    """JSON may carry lone surrogates ("\\ud800"); SQLite stores UTF-8, and their INSERT would fail (a 500)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _unknown(body: Any, allowed: set[str]) -> None:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from signaling.db import write
+from signaling.db import is_utf8, write
 from signaling.keys import KID_LEN, KeyStore
 
 SCHEMA = """
@@ -165,15 +165,6 @@ def _canonical(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _utf8(text: str) -> bool:
-    """False for a lone surrogate ("\\ud800" in JSON): SQLite binds UTF-8, the issue-record lookup would raise."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _number(claims: dict[str, Any], name: str) -> float:
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not -(2**63) < value < 2**63:
@@ -183,7 +174,7 @@ def _number(claims: dict[str, Any], name: str) -> float:
 
 def _text(claims: dict[str, Any], name: str, limit: int = 256) -> str:
     value = claims[name]
-    if not isinstance(value, str) or not 0 < len(value) <= limit or not _utf8(value):
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not is_utf8(value):
         raise TokenError(f"invalid claim: {name} must be a string")
     return value
 

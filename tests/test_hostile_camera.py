@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers.peers import rtsp_answer
 from test_ingest import wait_for
 
 from mediaserver.hub import Hub
@@ -22,12 +23,6 @@ from mediaserver.rtsp.batch_reader import BatchReader
 from mediaserver.rtsp.client import Source, Timeouts
 from mediaserver.rtsp.errors import ErrorKind
 from mediaserver.rtsp.reconnect import Backoff, RateLimiter
-
-SDP = (
-    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
-    "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;"
-    "sprop-parameter-sets=Z0LAHtkAoEf+yA==,aMuDyyA=\r\na=control:track1\r\n"
-)
 
 
 class GarbageCamera:
@@ -73,30 +68,12 @@ class GarbageCamera:
                         buf += chunk
                         continue
                     buf = rest
-                    conn.sendall(self._answer(head.decode()))
+                    conn.sendall(rtsp_answer(head.decode(), self.url))
                     if head.startswith(b"PLAY"):
                         break
                 self._flood(conn)
             except OSError:
                 return
-
-    def _answer(self, request: str) -> bytes:
-        method = request.split(" ", 1)[0]
-        cseq = next(
-            (line.split(":", 1)[1].strip() for line in request.split("\r\n") if line.lower().startswith("cseq")), "0"
-        )
-        extra, body = [], ""
-        if method == "OPTIONS":
-            extra.append("Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER")
-        elif method == "DESCRIBE":
-            body = SDP
-            extra += [f"Content-Base: {self.url}/", "Content-Type: application/sdp"]
-        elif method == "SETUP":
-            extra.append("Transport: RTP/AVP/TCP;unicast;interleaved=0-1")
-        if method != "OPTIONS":
-            extra.append("Session: 4242;timeout=60")
-        lines = ["RTSP/1.0 200 OK", f"CSeq: {cseq}", *extra, f"Content-Length: {len(body)}"]
-        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
     def _flood(self, conn: socket.socket) -> None:
         """Valid `$` frames on the RTP channel, their payloads RTP version 0: counted, never a unit."""

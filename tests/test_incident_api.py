@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers.access import FAST, until
+from helpers.access import FAST, until, until_true
 
 from mediaserver.cli import main as cli
 from mediaserver.cluster.worker_client import LocalWorkerClient
@@ -112,15 +112,6 @@ async def watch(w: World, token: str, camera: str = "cam1") -> tuple[Viewer, str
     assert res.status == 201, await res.text()
     await viewer.pc.setRemoteDescription(RTCSessionDescription(sdp=await res.text(), type="answer"))
     return viewer, res.headers["Location"]
-
-
-async def until_true(condition: Callable[[], bool], seconds: float) -> float:
-    t0 = time.monotonic()
-    while not condition():
-        if time.monotonic() - t0 > seconds:
-            raise AssertionError(f"not within {seconds} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - t0
 
 
 # -- the API -----------------------------------------------------------------------------------------------------

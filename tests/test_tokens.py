@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from helpers.access import FAST, agency, incident_around
+from helpers.access import FAST, agency, incident_around, until_true
 from helpers.viewers import Viewer
 
 from mediaserver.cli import main as cli
@@ -305,15 +305,6 @@ async def test_a_single_use_token_opens_one_view_and_is_refused_after(world: Wor
 
 
 # -- clients disabled, enabled, rotated --------------------------------------------------------------------------
-
-
-async def until_true(condition: Callable[[], bool], seconds: float) -> float:
-    t0 = time.monotonic()
-    while not condition():
-        if time.monotonic() - t0 > seconds:
-            raise AssertionError(f"not within {seconds} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - t0
 
 
 async def run_cli(*args: str) -> int:

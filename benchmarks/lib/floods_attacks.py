@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
+from helpers.peers import rtsp_answer
 
 from lib.floods_target import Target, add_camera, camera_on, remove_camera
 
@@ -342,30 +343,6 @@ async def media_garbage(t: Target, seconds: float, rate: float = 20_000) -> dict
 
 
 # --- hostile cameras -----------------------------------------------------------------------------------------
-
-SDP = (
-    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
-    "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;"
-    "sprop-parameter-sets=Z0LAHtkAoEf+yA==,aMuDyyA=\r\na=control:track1\r\n"
-)
-
-
-def rtsp_answer(request: str, url: str) -> bytes:
-    method = request.split(" ", 1)[0]
-    cseq = next((ln.split(":", 1)[1].strip() for ln in request.split("\r\n") if ln.lower().startswith("cseq")), "0")
-    extra, body = [], ""
-    if method == "OPTIONS":
-        extra.append("Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER")
-    elif method == "DESCRIBE":
-        body = SDP
-        extra += [f"Content-Base: {url}/", "Content-Type: application/sdp"]
-    elif method == "SETUP":
-        extra.append("Transport: RTP/AVP/TCP;unicast;interleaved=0-1")
-    if method != "OPTIONS":
-        extra.append("Session: 4242;timeout=60")
-    return (
-        "\r\n".join(["RTSP/1.0 200 OK", f"CSeq: {cseq}", *extra, f"Content-Length: {len(body)}"]) + "\r\n\r\n" + body
-    ).encode()
 
 
 class HostileCamera:

@@ -6,8 +6,10 @@ valid token in one line; the HTTP paths themselves are tested in test_incident_a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,3 +60,13 @@ def admin(access: Access) -> dict[str, str]:
     """Basic credentials of a new city video admin (role `admin`: ops calls, every camera)."""
     client, secret = access.add_client("city-video", "city video admin", "admin")
     return basic(client.client_id, secret)
+
+
+async def until_true(condition: Callable[[], bool], seconds: float) -> float:
+    """Seconds until `condition()` held (e.g. a revoked token's views ended); AssertionError past `seconds`."""
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > seconds:
+            raise AssertionError(f"not within {seconds} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - t0

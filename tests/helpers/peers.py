@@ -591,3 +591,29 @@ def bad_rtsp_in_thread(capture: Capture, mode: FaultMode = "replay", **options: 
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+# --- a hostile camera's handshake: answers OPTIONS/DESCRIBE/SETUP/PLAY properly, then the caller streams what it likes
+HOSTILE_SDP = (
+    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
+    "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;"
+    "sprop-parameter-sets=Z0LAHtkAoEf+yA==,aMuDyyA=\r\na=control:track1\r\n"
+)
+
+
+def rtsp_answer(request: str, url: str) -> bytes:
+    """A well-formed 200 to one RTSP request (TCP interleaved channels 0-1), for cameras that misbehave later."""
+    method = request.split(" ", 1)[0]
+    cseq = next((ln.split(":", 1)[1].strip() for ln in request.split("\r\n") if ln.lower().startswith("cseq")), "0")
+    extra, body = [], ""
+    if method == "OPTIONS":
+        extra.append("Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER")
+    elif method == "DESCRIBE":
+        body = HOSTILE_SDP
+        extra += [f"Content-Base: {url}/", "Content-Type: application/sdp"]
+    elif method == "SETUP":
+        extra.append("Transport: RTP/AVP/TCP;unicast;interleaved=0-1")
+    if method != "OPTIONS":
+        extra.append("Session: 4242;timeout=60")
+    lines = ["RTSP/1.0 200 OK", f"CSeq: {cseq}", *extra, f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
