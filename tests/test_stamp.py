@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,15 +111,19 @@ def clock_camera(peers_available: None) -> Iterator[str]:
 
 def test_clock_camera_frames_carry_a_fresh_wall_clock(clock_camera: str) -> None:
     # ffmpeg buffers ~1 s while it probes the stream, so judge the frames after the first 2 s.
-    args = ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", clock_camera, "-t", "5"]
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-timeout", "10000000",
+            "-i", clock_camera, "-t", "5"]  # fmt: skip
     proc = subprocess.Popen([*args, "-f", "rawvideo", "-pix_fmt", "gray", "-"], stdout=subprocess.PIPE)
     assert proc.stdout is not None
+    deadline = threading.Timer(60, proc.kill)  # a stalled stream ends the read (and fails below), never hangs it
+    deadline.start()
     ages: list[int | None] = []
     try:
         while len(frame := proc.stdout.read(W * H)) == W * H:
             value = stamp.decode_gray(frame, W)
             ages.append(None if value is None else stamp.age_ms(value, time.time_ns() // 1_000_000))
     finally:
+        deadline.cancel()
         proc.kill()
         proc.wait()
     assert len(ages) >= 120
