@@ -11,7 +11,7 @@ import os
 import random
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from helpers.peers import count_frames
@@ -219,39 +219,19 @@ async def test_every_frame_arrives(camera: str, request: pytest.FixtureRequest) 
     assert ingest.errors == {} and ingest.rtp_counters() == {}
 
 
-async def test_foreign_sender_is_counted_and_dropped(h264_camera: str) -> None:
-    """Well-formed RTP of the camera's payload type from another address would wreck the sequence and
-    inject pictures if it were let through."""
-    ingest, recorder = ingest_for(h264_camera, "udp")
-    try:
-        rtp_address = await streaming(ingest)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
-            intruder.bind(("127.0.0.2", 0))
-            for i in range(50):
-                intruder.sendto(rtp(random.randrange(65536), i, b"\x65INTRUDER"), rtp_address)
-                await asyncio.sleep(0.01)
-        await wait_for(lambda: stream_seconds(recorder.units) >= 2.0, 10)
-    finally:
-        await ingest.stop()
-    assert ingest.rtp_counters() == {"foreign_datagrams": 50}
-    assert ingest.errors == {} and ingest.connects == 1
-    assert_contiguous(recorder.units)
-    assert not any(b"INTRUDER" in u.data for u in recorder.units)
-
-
-async def test_another_port_of_the_cameras_address_is_dropped(h264_camera: str) -> None:
-    """Well-formed RTP from the camera's own address but not its RTP port (SETUP's server_port) used to pass."""
-    ingest, recorder = ingest_for(h264_camera, "udp")
+async def intruders_are_dropped(camera: str, source: str, forge: Callable[[int | None], bytes]) -> None:
+    """50 datagrams `forge(camera's ssrc)` from `source` while the camera streams: counted as foreign, none reaches
+    a unit, the camera's own stream goes on undisturbed."""
+    ingest, recorder = ingest_for(camera, "udp")
     try:
         rtp_address = await streaming(ingest)
         receiver = ingest.client.udp_receiver if ingest.client is not None else None
         assert receiver is not None
         assert receiver.source_port is not None and receiver.ssrc is not None  # from SETUP or the first datagram
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as intruder:
-            intruder.bind(("127.0.0.1", 0))
-            for i in range(50):
-                intruder.sendto(rtp(random.randrange(65536), i, b"\x65INTRUDER")[:8] + struct.pack("!I", receiver.ssrc)
-                                + b"\x65INTRUDER", rtp_address)  # fmt: skip
+            intruder.bind((source, 0))
+            for _ in range(50):
+                intruder.sendto(forge(receiver.ssrc), rtp_address)
                 await asyncio.sleep(0.01)
         await wait_for(lambda: stream_seconds(recorder.units) >= 2.0, 10)
     finally:
@@ -260,6 +240,23 @@ async def test_another_port_of_the_cameras_address_is_dropped(h264_camera: str) 
     assert ingest.errors == {} and ingest.connects == 1
     assert_contiguous(recorder.units)
     assert not any(b"INTRUDER" in u.data for u in recorder.units)
+
+
+def intruder_rtp(ssrc: int | None = None) -> bytes:
+    """Well-formed RTP of the camera's payload type (with the camera's SSRC when given)."""
+    packet = rtp(random.randrange(65536), random.randrange(1 << 32), b"\x65INTRUDER")
+    return packet if ssrc is None else packet[:8] + struct.pack("!I", ssrc) + packet[12:]
+
+
+async def test_foreign_sender_is_counted_and_dropped(h264_camera: str) -> None:
+    """Well-formed RTP of the camera's payload type from another address would wreck the sequence and
+    inject pictures if it were let through."""
+    await intruders_are_dropped(h264_camera, "127.0.0.2", lambda ssrc: intruder_rtp())
+
+
+async def test_another_port_of_the_cameras_address_is_dropped(h264_camera: str) -> None:
+    """Well-formed RTP from the camera's own address but not its RTP port (SETUP's server_port) used to pass."""
+    await intruders_are_dropped(h264_camera, "127.0.0.1", intruder_rtp)
 
 
 async def send_bad(rtp_address: tuple[str, int], rounds: int = 3, foreign: int = 0) -> dict[str, int]:
