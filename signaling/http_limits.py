@@ -109,7 +109,10 @@ class QuietClientErrors(logging.Filter):
 
 
 def quiet_logger(every_s: float) -> logging.Logger:
+    """The front's HTTP logger with a fresh filter: a server that starts counts its own malformed requests (one
+    front per process in production; in tests a filter left by an earlier server would swallow the first line)."""
     logger = logging.getLogger("goldentime.http")
-    if not any(isinstance(f, QuietClientErrors) for f in logger.filters):
-        logger.addFilter(QuietClientErrors(every_s))
+    for old in [f for f in logger.filters if isinstance(f, QuietClientErrors)]:
+        logger.removeFilter(old)
+    logger.addFilter(QuietClientErrors(every_s))
     return logger

@@ -22,6 +22,8 @@ from lib.floods_target import Target, target
 from mediaserver.cli.serve import ServerSettings, start, stop
 from signaling.http_limits import HttpLimits
 
+pytestmark = pytest.mark.e2e  # starts a real server and floods it
+
 SHORT = HttpLimits(idle_s=1.0, body_s=1.0, linger_s=0.5)
 
 

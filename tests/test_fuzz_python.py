@@ -25,6 +25,8 @@ from signaling.incidents import ValidationError, parse_create, parse_geometry
 from signaling.keys import KeyStore
 from signaling.tokens import TokenError, Tokens, TokenSettings
 
+pytestmark = pytest.mark.e2e  # a CPU budget per target, not seconds
+
 BASE = {"service": "112-video", "basis": "PIPA art. 25", "until": until(),
         "geometry": {"type": "Point", "coordinates": [126.978, 37.5665]}}  # fmt: skip
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -11,6 +11,8 @@ from fuzz import targets
 from fuzz.registry import TARGETS
 from fuzz.run import run_random
 
+pytestmark = pytest.mark.e2e  # a CPU budget per target, not seconds
+
 FOUND = Path(__file__).with_name("fixtures") / "fuzz"
 
 
